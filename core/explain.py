@@ -1,0 +1,499 @@
+"""The explain stage: write explanations of neurons, pick the best, score it, store it.
+
+Reads each neuron's EXPLAIN-split excerpts (top excerpts only) from the cache; candidates are compared on the
+CALIBRATE split and the kept one is scored on the SCORE split (core.score), so explained, calibrating and scoring
+excerpts never overlap. Writes one explanations row per neuron and run (with its scores and every simulated token),
+or a FAILED row with the reason, which the next run retries.
+
+Explainers (specs as `make_explainer` takes them)
+- "baseline": token statistics with levels and contexts (core.baseline), several variants; no language model.
+- "local[:MODEL]": the token-space explainer: a plain-text few-shot completion naming what the top tokens (and the
+  tokens before them) share; small models do this well (NOTES.md), not the activation prompt.
+- "openai:MODEL": OpenAI's kind of prompt for capable chat models: tokens with activations on a 0-10 scale,
+  few-shot, answer forced to begin "the main thing this neuron does is find".
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from core import prompts
+from core.baseline import BASELINE_SPEC, VARIANTS, neuron_statistics, normalize, write_candidates
+from core.score import ScoredExplanation, ScoreError, check_explanation, scoring_excerpts, simulate_and_score
+from core.simulate import SimulationError, Simulator
+from core.store import Store
+from core.types import ExcerptKind, ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
+
+if TYPE_CHECKING:
+    from core.llm import LLMClient, Usage
+
+log = logging.getLogger(__name__)
+
+EXPLAINER_FORMS = "baseline, local (the built-in smollm2-135m), local:MODEL, or openai:MODEL"
+"""The valid explainer specs, for messages."""
+
+HUMAN_SPEC = "human"
+"""Explainer spec stored with an explanation a person wrote (`python -m core score --explanation`)."""
+
+MAX_CANDIDATES = 20
+"""Most candidates one neuron may get (each is simulated on the CALIBRATE excerpts)."""
+
+
+class ExplainError(ValueError):
+    """A bad explainer spec or option; the message says what to do."""
+
+
+class ExplainFailure(Exception):
+    """An explainer produced nothing usable for one neuron (stored as that neuron's failure)."""
+
+
+class Explainer(Protocol):
+    """Writes candidate explanations of one neuron from its EXPLAIN-split excerpts."""
+
+    spec: str
+    """As stored: "baseline", "local:smollm2-135m", "openai:gpt-4o"."""
+    model: str | None
+    """The language model that writes (None for baseline)."""
+    prompt_version: str
+    default_candidates: int
+    """Candidates written when the caller asks for no particular number."""
+
+    def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
+        """Up to `candidates` distinct explanation texts (ExplainFailure, or core.llm.LLMError, when none)."""
+        ...
+
+
+# --- explainers ---------------------------------------------------------------------------------------------------
+
+
+class BaselineExplainer:
+    """Token statistics with levels and contexts; its candidates are the variants of core.baseline."""
+
+    spec = BASELINE_SPEC
+    model = None
+    prompt_version = prompts.BASELINE_VERSION
+    default_candidates = len(VARIANTS)
+
+    def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
+        texts = write_candidates(excerpts, VARIANTS[: max(1, candidates)])
+        if not texts:
+            raise ExplainFailure("no token of the explain excerpts is active (the neuron never fires above zero)")
+        return texts
+
+
+def top_words(excerpts: Sequence[NeuronExcerpt], limit: int, *, with_previous: bool = False) -> list[str]:
+    """The most active tokens (by total level) as words for the token-space prompt: edge spaces stripped, no
+    duplicates, blanks skipped; `with_previous` writes each as the phrase "previous token" + token."""
+    stats = neuron_statistics(excerpts)
+    words: list[str] = []
+    seen: set[str] = set()
+    best_previous: dict[str, tuple[int, str]] = {}
+    if with_previous:
+        for (token, previous), (count, mean) in stats.contexts.items():
+            if count * mean > best_previous.get(token, (0, ""))[0]:
+                best_previous[token] = (count * mean, previous)
+    for stat in stats.unigrams:
+        if stat.mean_level <= 0:
+            break
+        word = prompts.show_token(stat.token).strip()
+        if not word or word.casefold() in seen:
+            continue
+        seen.add(word.casefold())
+        if with_previous and stat.token in best_previous:
+            word = (best_previous[stat.token][1] + stat.token).strip()
+        words.append(word)
+        if len(words) >= limit:
+            break
+    return words
+
+
+TOKEN_SPACE_LISTS: tuple[tuple[int, bool], ...] = ((8, False), (5, False), (12, False), (6, True))
+"""(how many words, with the previous token) of each candidate of the token-space explainer, in order."""
+
+
+class TokenSpaceExplainer:
+    """Names the theme of the neuron's top tokens with a plain-text few-shot completion (works with small models)."""
+
+    prompt_version = prompts.EXPLAIN_TOKENS_VERSION
+    default_candidates = 1
+
+    def __init__(self, client: LLMClient) -> None:
+        self.client = client
+        self.spec = client.spec
+        self.model = client.model
+
+    def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
+        texts: list[str] = []
+        for limit, with_previous in TOKEN_SPACE_LISTS[: max(1, candidates)]:
+            words = top_words(excerpts, limit, with_previous=with_previous)
+            if not words:
+                continue
+            answer = self.client.complete(prompts.explain_tokens_prompt(words), max_tokens=16,
+                                          stop=list(prompts.EXPLAIN_TOKENS_STOP))
+            text = clean_answer(answer.text)
+            if text and text not in texts:
+                texts.append(text)
+        if not texts:
+            raise ExplainFailure(f"{self.spec} named no theme for the top tokens")
+        return texts
+
+
+class ActivationExplainer:
+    """OpenAI's kind of explainer prompt for capable chat models (tokens with 0-10 activations, few-shot)."""
+
+    prompt_version = prompts.EXPLAIN_ACTIVATIONS_VERSION
+    default_candidates = 1
+    temperature_for_samples = 1.0
+    """Sampling temperature when several candidates are asked for (one candidate is written greedily)."""
+
+    def __init__(self, client: LLMClient, *, max_tokens: int = 60) -> None:
+        self.client = client
+        self.spec = client.spec
+        self.model = client.model
+        self.max_tokens = max_tokens
+
+    def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
+        scale = max((max(e.activations) for e in excerpts), default=0.0)
+        shown = [
+            prompts.ExampleExcerpt(e.excerpt.tokens, tuple(round(v) for v in normalize(e.activations, scale)))
+            for e in excerpts
+        ]
+        n = max(1, candidates)
+        answers = self.client.chat(
+            prompts.explain_activations_messages(shown),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature_for_samples if n > 1 else 0.0,
+            n=n,
+        )
+        texts: list[str] = []
+        for answer in answers:
+            text = clean_answer(answer.text)
+            if text and text not in texts:
+                texts.append(text)
+        if not texts:
+            raise ExplainFailure(f"{self.spec} returned no explanation (answer: {answers[0].text[:80]!r})")
+        return texts
+
+
+def clean_answer(text: str) -> str:
+    """An explainer's answer as stored: first line, forced prefix removed, edge quotes and final period stripped."""
+    text = text.strip().split("\n")[0].strip()
+    prefix = prompts.EXPLAIN_ACTIVATIONS_PREFIX
+    if text.lower().startswith(prefix):
+        text = text[len(prefix) :].strip(" :,")
+    text = text.strip().strip("\"'`").strip()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    return text
+
+
+def make_explainer(spec: str, *, client: LLMClient | None = None, **client_options: object) -> Explainer:
+    """An explainer for `spec` (see EXPLAINER_FORMS). LLM explainers use `client`, or one made from the options
+    (core.llm.make_client's keywords: store, base_url, api_key, max_cost_usd, concurrency, ...)."""
+    kind = spec.strip().partition(":")[0].lower()
+    if spec.strip().lower() == BASELINE_SPEC:
+        return BaselineExplainer()
+    if kind not in ("local", "openai"):
+        raise ExplainError(f"unknown explainer {spec!r}: use {EXPLAINER_FORMS}")
+    if client is None:
+        from core.llm import make_client
+
+        client = make_client(spec, **client_options)  # type: ignore[arg-type]
+    if kind == "local":
+        return TokenSpaceExplainer(client)
+    return ActivationExplainer(client)
+
+
+def check_client(client: LLMClient) -> None:
+    """One tiny call, so a missing or wrong key, an unknown model or an unreachable server is one clear error
+    (core.llm.LLMError) before any neuron is tried. Answers are cached, so a rerun costs nothing."""
+    client.chat([{"role": "user", "content": "Reply with the word OK."}], max_tokens=1)
+
+
+# --- one neuron ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate explanation and how it did on the CALIBRATE excerpts."""
+
+    text: str
+    calibration: Scores | None
+    """Its scores on the CALIBRATE excerpts; None when there was only one candidate (nothing to choose)."""
+
+
+@dataclass(frozen=True)
+class ExplanationResult:
+    """The outcome of explaining one neuron (not yet stored; `save_result` stores it)."""
+
+    neuron: NeuronId
+    explainer: str
+    model: str | None
+    prompt_version: str | None
+    simulator: str
+    status: ExplanationStatus
+    failure: str | None
+    """Why it failed (explainer or simulator), when status is FAILED."""
+    text: str | None
+    """The kept explanation (None when the explainer failed)."""
+    candidates: tuple[Candidate, ...]
+    """Every candidate, in the order written."""
+    scored: ScoredExplanation | None
+    """The kept explanation simulated and scored on the SCORE excerpts (None when failed)."""
+    seconds: float
+    """Wall time spent on this neuron."""
+
+
+def _calibration_key(candidate: Candidate) -> float:
+    score = candidate.calibration.all if candidate.calibration else None
+    return -2.0 if score is None else score
+
+
+def explain_neuron(
+    store: Store,
+    neuron: NeuronId,
+    explainer: Explainer,
+    simulator: Simulator,
+    candidates: int | None = None,
+) -> ExplanationResult:
+    """Write candidates from the EXPLAIN excerpts, keep the best on CALIBRATE, score it on SCORE. Writes nothing.
+
+    A failing explainer or simulator gives a FAILED result with the reason; a spending cap reached, a bad neuron and
+    an empty cache raise (they concern the whole run).
+    """
+    from core.llm import LLMError, SpendingCapReached
+
+    started = time.perf_counter()
+    count = min(MAX_CANDIDATES, candidates or explainer.default_candidates)
+    store.check_neuron(neuron)
+    excerpts = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
+    if not excerpts:
+        raise ScoreError(f"neuron {neuron} has no explain excerpts in {store.path}: rebuild the cache")
+
+    def failed(reason: str, text: str | None = None, kept: Sequence[Candidate] = ()) -> ExplanationResult:
+        log.info("neuron %s failed: %s", neuron, reason)
+        return ExplanationResult(neuron, explainer.spec, explainer.model, explainer.prompt_version, simulator.spec,
+                                 ExplanationStatus.FAILED, reason, text, tuple(kept), None,
+                                 time.perf_counter() - started)
+
+    try:
+        texts = []
+        for text in explainer.write(excerpts, count):
+            try:
+                texts.append(check_explanation(text))
+            except ScoreError as error:
+                log.info("neuron %s: candidate dropped: %s", neuron, error)
+        if not texts:
+            return failed("explainer: every candidate was empty or too long")
+    except SpendingCapReached:
+        raise
+    except (LLMError, ExplainFailure) as error:
+        return failed(f"explainer: {error}")
+    try:
+        if len(texts) == 1:
+            chosen = [Candidate(texts[0], None)]
+        else:
+            calibrate = scoring_excerpts(store, neuron, Split.CALIBRATE)
+            chosen = [Candidate(t, simulate_and_score(neuron, t, simulator, calibrate, Split.CALIBRATE).scores)
+                      for t in texts]
+        best = max(chosen, key=_calibration_key)  # the first of equals: variants are in order of preference
+        scored = simulate_and_score(neuron, best.text, simulator, scoring_excerpts(store, neuron), Split.SCORE)
+    except SpendingCapReached:
+        raise
+    except (LLMError, SimulationError) as error:
+        return failed(f"simulator: {error}", texts[0], [Candidate(t, None) for t in texts])
+    return ExplanationResult(neuron, explainer.spec, explainer.model, explainer.prompt_version, simulator.spec,
+                             ExplanationStatus.OK, None, best.text, tuple(chosen), scored,
+                             time.perf_counter() - started)
+
+
+def save_result(store: Store, result: ExplanationResult) -> int:
+    """Store a result (replacing earlier failed runs of the same neuron, explainer and simulator); its id."""
+    best_calibration = None
+    for candidate in result.candidates:
+        if candidate.text == result.text and candidate.calibration is not None:
+            best_calibration = candidate.calibration.all
+    return store.add_explanation(
+        result.neuron,
+        text=result.text,
+        explainer=result.explainer,
+        model=result.model,
+        prompt_version=result.prompt_version,
+        simulator=result.simulator,
+        status=result.status,
+        failure=result.failure,
+        candidates=max(1, len(result.candidates)),
+        calibration_score=best_calibration,
+        scores=result.scored.scores if result.scored else None,
+        simulations=result.scored.excerpts if result.scored else (),
+    )
+
+
+def save_human_explanation(store: Store, scored: ScoredExplanation, prompt_version: str | None = None) -> int:
+    """Store an explanation a person wrote, scored by `score_explanation` (an earlier one with the same text and
+    simulator is replaced)."""
+    return store.add_explanation(
+        scored.neuron, text=scored.text, explainer=HUMAN_SPEC, model=None, prompt_version=prompt_version,
+        simulator=scored.simulator, status=ExplanationStatus.OK, scores=scored.scores, simulations=scored.excerpts,
+    )
+
+
+# --- many neurons -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """Scores of one layer's neurons in a run (each neuron's latest explanation by this explainer and simulator)."""
+
+    layer: int
+    neurons: int
+    """Neurons of this layer in the run."""
+    explained: int
+    """With a finished explanation."""
+    failed: int
+    undefined: int
+    """Finished but with an undefined top-and-random score (a constant prediction)."""
+    mean_all: float | None
+    median_all: float | None
+    mean_top: float | None
+    mean_random: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `explain_neurons` did."""
+
+    neurons: int
+    """Neurons asked for."""
+    done: int
+    """Explained and scored in this run."""
+    skipped: int
+    """Already finished by an earlier run (not redone)."""
+    failed: int
+    """Failed in this run (stored as failed; the next run retries them)."""
+    retried: int
+    """Neurons that had failed in an earlier run and were tried again in this one."""
+    seconds: float
+    layers: tuple[LayerSummary, ...]
+    stopped: str | None = None
+    """Why the run stopped early (a spending cap), None when it went through."""
+    usage: tuple[tuple[str, Usage], ...] = field(default=())
+    """(spec, usage) of each language-model client the run used."""
+
+
+def summarize(records: dict[NeuronId, ExplanationRecord], neurons: Sequence[NeuronId]) -> tuple[LayerSummary, ...]:
+    """Per-layer counts and score statistics of a run's neurons (undefined scores left out of the means)."""
+    by_layer: dict[int, list[NeuronId]] = {}
+    for neuron in neurons:
+        by_layer.setdefault(neuron.layer, []).append(neuron)
+
+    def mean(values: list[float]) -> float | None:
+        return statistics.fmean(values) if values else None
+
+    layers = []
+    for layer in sorted(by_layer):
+        rows = [records[n] for n in by_layer[layer] if n in records]
+        ok = [r for r in rows if r.status == ExplanationStatus.OK]
+        scores = [r.score_all for r in ok if r.score_all is not None]
+        layers.append(LayerSummary(
+            layer=layer, neurons=len(by_layer[layer]), explained=len(ok),
+            failed=sum(r.status == ExplanationStatus.FAILED for r in rows),
+            undefined=len(ok) - len(scores), mean_all=mean(scores),
+            median_all=statistics.median(scores) if scores else None,
+            mean_top=mean([r.score_top for r in ok if r.score_top is not None]),
+            mean_random=mean([r.score_random for r in ok if r.score_random is not None]),
+        ))
+    return tuple(layers)
+
+
+def explain_neurons(
+    store: Store,
+    neurons: Sequence[NeuronId],
+    explainer: Explainer,
+    simulator: Simulator,
+    *,
+    candidates: int | None = None,
+    concurrency: int = 1,
+    on_done: Callable[[ExplanationResult | None], None] | None = None,
+) -> RunSummary:
+    """Explain, score and store each neuron not yet finished by this explainer and simulator; resumable.
+
+    Neurons finished by an earlier run are skipped; failed ones are tried again. Each result is stored as soon as it
+    is known, so a stopped run keeps its work. `on_done` is called once per neuron (None for a skipped one), e.g.
+    to move a progress bar. A spending cap stops the run (reported in `stopped`); neurons in flight are finished.
+    """
+    from core.llm import SpendingCapReached
+
+    started = time.perf_counter()
+    for neuron in neurons:
+        store.check_neuron(neuron)
+    earlier = store.run_explanations(neurons, explainer.spec, simulator.spec)
+    todo = [n for n in neurons if n not in earlier or earlier[n].status != ExplanationStatus.OK]
+    skipped = len(neurons) - len(todo)
+    retried = sum(n in earlier for n in todo)
+    for _ in range(skipped):
+        if on_done:
+            on_done(None)
+    done = failed = 0
+    stopped: str | None = None
+
+    def one(neuron: NeuronId) -> ExplanationResult:
+        result = explain_neuron(store, neuron, explainer, simulator, candidates)
+        save_result(store, result)
+        return result
+
+    def count(result: ExplanationResult) -> None:
+        nonlocal done, failed
+        if result.status == ExplanationStatus.OK:
+            done += 1
+        else:
+            failed += 1
+        if on_done:
+            on_done(result)
+
+    if concurrency <= 1:
+        for neuron in todo:
+            try:
+                count(one(neuron))
+            except SpendingCapReached as error:
+                stopped = str(error)
+                break
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain") as pool:
+            pending: set[Future[ExplanationResult]] = set()
+            queue = list(reversed(todo))
+            while queue or pending:
+                while queue and len(pending) < concurrency and stopped is None:
+                    pending.add(pool.submit(one, queue.pop()))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        count(future.result())
+                    except SpendingCapReached as error:
+                        stopped = str(error)
+                if stopped is not None:
+                    queue.clear()
+    records = store.run_explanations(neurons, explainer.spec, simulator.spec)
+    return RunSummary(
+        neurons=len(neurons), done=done, skipped=skipped, failed=failed, retried=retried,
+        seconds=time.perf_counter() - started, layers=summarize(records, neurons), stopped=stopped,
+        usage=tuple(_usages(explainer, simulator)),
+    )
+
+
+def _usages(explainer: Explainer, simulator: Simulator) -> list[tuple[str, Usage]]:
+    """Usage of each distinct client behind the explainer and the simulator."""
+    found: list[tuple[str, Usage]] = []
+    for part in (explainer, simulator):
+        client = getattr(part, "client", None)
+        if client is not None and all(client.usage is not usage for _, usage in found):
+            found.append((client.spec, client.usage))
+    return found

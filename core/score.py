@@ -1,0 +1,157 @@
+"""The score stage: how well an explanation predicts a neuron's activations.
+
+Reads a neuron's held-out excerpts from the cache (SCORE split by default: top and random excerpts the explainer
+never saw), has a simulator predict every token's activation from the explanation alone, and correlates prediction
+with truth. Writes nothing: `score_explanation` is what the dashboard calls to score a person's text live, and the
+explain stage stores what it returns.
+
+The score is Pearson's r pooled over every token of the scoring excerpts (OpenAI's "top-and-random"), also
+reported over the top excerpts only, the random ones only, and per excerpt. A constant prediction or a constant
+truth has no correlation: it is None ("undefined"), never NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.simulate import SimulationError, Simulator
+from core.store import Store
+from core.types import ExcerptKind, ExcerptSimulation, NeuronExcerpt, NeuronId, Scores, Split
+
+log = logging.getLogger(__name__)
+
+MAX_EXPLANATION_CHARS = 1000
+"""Longest explanation accepted: an explanation is a phrase or a sentence, not an essay (nor a pasted file)."""
+
+SCORED_KINDS = (ExcerptKind.TOP, ExcerptKind.RANDOM)
+"""Excerpt kinds that are simulated and scored (OpenAI's top-and-random)."""
+
+_CONSTANT = 1e-9
+"""A series whose spread is at most this is treated as constant."""
+
+
+class ScoreError(ValueError):
+    """An explanation or neuron that cannot be scored; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ScoredExplanation:
+    """An explanation simulated on a neuron's held-out excerpts and scored (nothing stored)."""
+
+    neuron: NeuronId
+    text: str
+    simulator: str
+    """Spec of the simulator that made the predictions, e.g. "baseline"."""
+    split: Split
+    """Which excerpts were simulated: SCORE for reported scores, CALIBRATE when choosing among candidates."""
+    excerpts: tuple[ExcerptSimulation, ...]
+    """Real and simulated activations of every token, top excerpts first."""
+    scores: Scores
+    """Correlations pooled over `excerpts`: all (top-and-random), top only, random only."""
+
+
+def check_explanation(text: str) -> str:
+    """The explanation stripped of edge whitespace; ScoreError if it is empty or longer than the cap."""
+    text = (text or "").strip()
+    if not text:
+        raise ScoreError("the explanation is empty: write what the neuron responds to, e.g. \"the word 'return'\"")
+    if len(text) > MAX_EXPLANATION_CHARS:
+        raise ScoreError(
+            f"the explanation is {len(text):,} characters long; the limit is {MAX_EXPLANATION_CHARS:,}: "
+            "shorten it to a phrase or a few sentences"
+        )
+    return text
+
+
+def pearson(truth: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> float | None:
+    """Pearson correlation, or None when it is undefined (fewer than 2 values, or either side constant)."""
+    x = np.asarray(truth, dtype=np.float64)
+    y = np.asarray(predicted, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"truth has {x.size} values but the prediction has {y.size}")
+    if x.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None
+    x = x - x.mean()
+    y = y - y.mean()
+    sx, sy = float(np.sqrt((x * x).sum())), float(np.sqrt((y * y).sum()))
+    if sx <= _CONSTANT * max(1.0, np.abs(x).max()) or sy <= _CONSTANT * max(1.0, np.abs(y).max()):
+        return None
+    return float(np.clip((x * y).sum() / (sx * sy), -1.0, 1.0))
+
+
+def score_simulations(excerpts: Sequence[ExcerptSimulation]) -> Scores:
+    """Pooled correlations over all, top-only and random-only excerpts."""
+
+    def pooled(chosen: list[ExcerptSimulation]) -> float | None:
+        if not chosen:
+            return None
+        truth = np.concatenate([np.asarray(e.activations, dtype=np.float64) for e in chosen])
+        predicted = np.concatenate([np.asarray(e.normalized_predictions, dtype=np.float64) for e in chosen])
+        return pearson(truth, predicted)
+
+    everything = list(excerpts)
+    return Scores(
+        all=pooled(everything),
+        top=pooled([e for e in everything if e.kind == ExcerptKind.TOP]),
+        random=pooled([e for e in everything if e.kind == ExcerptKind.RANDOM]),
+        tokens=sum(len(e.tokens) for e in everything),
+    )
+
+
+def scoring_excerpts(store: Store, neuron: NeuronId, split: Split = Split.SCORE) -> list[NeuronExcerpt]:
+    """The neuron's top and random excerpts of one split (ScoreError when it has none)."""
+    if split not in (Split.SCORE, Split.CALIBRATE):
+        raise ScoreError(f"scores use the {Split.SCORE} or {Split.CALIBRATE} excerpts, not {split}")
+    store.check_neuron(neuron)
+    excerpts = store.neuron_excerpts(neuron, kinds=SCORED_KINDS, splits=[split])
+    if not excerpts:
+        raise ScoreError(f"neuron {neuron} has no {split} excerpts in {store.path}: rebuild the cache")
+    return excerpts
+
+
+def simulate_and_score(
+    neuron: NeuronId, text: str, simulator: Simulator, excerpts: Sequence[NeuronExcerpt], split: Split
+) -> ScoredExplanation:
+    """Simulate `text` on these excerpts and score it (SimulationError when the simulator fails)."""
+    predictions = simulator.simulate(text, [e.excerpt for e in excerpts])
+    if len(predictions) != len(excerpts) or any(
+        len(p) != len(e.activations) for p, e in zip(predictions, excerpts, strict=False)
+    ):
+        raise SimulationError(f"{simulator.spec} returned predictions that do not match the excerpts' tokens")
+    simulations = []
+    for excerpt, predicted in zip(excerpts, predictions, strict=True):
+        simulations.append(
+            ExcerptSimulation(
+                excerpt_id=excerpt.excerpt.excerpt_id,
+                kind=excerpt.kind,
+                split=excerpt.split,
+                tokens=excerpt.excerpt.tokens,
+                activations=excerpt.activations,
+                normalized_predictions=tuple(float(v) for v in predicted),
+                score=pearson(excerpt.activations, predicted),
+            )
+        )
+    ordered = tuple(sorted(simulations, key=lambda s: s.kind != ExcerptKind.TOP))
+    return ScoredExplanation(neuron, text, simulator.spec, split, ordered, score_simulations(ordered))
+
+
+def score_explanation(
+    store: Store, neuron: NeuronId, text: str, simulator: Simulator, *, split: Split = Split.SCORE
+) -> ScoredExplanation:
+    """Simulate and score a free-text explanation of a neuron live, WITHOUT writing anything.
+
+    Raises ScoreError for an empty or over-long text or a neuron the cache lacks, and SimulationError (from
+    core.simulate) when the simulator fails; an LLM simulator may raise core.llm.LLMError.
+    """
+    text = check_explanation(text)
+    excerpts = scoring_excerpts(store, neuron, split)
+    return simulate_and_score(neuron, text, simulator, excerpts, split)
+
+
+def format_score(value: float | None, digits: int = 2) -> str:
+    """A score for tables: "undefined" for None."""
+    return "undefined" if value is None else f"{value:.{digits}f}"

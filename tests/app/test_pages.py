@@ -1,0 +1,298 @@
+"""Every dashboard page run by streamlit.testing.v1.AppTest on the small real cache of the default model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from core.store import Store, notes_path
+from core.types import NeuronId
+
+PAGES = ["pages/picker.py", "pages/scoring.py", "pages/insights.py", "pages/related.py", "pages/try_text.py"]
+
+
+def texts(at) -> str:
+    """Everything the run wrote as text, markdown, captions, alerts and html, for assertions."""
+    parts = [e.value for e in (*at.title, *at.subheader, *at.markdown, *at.caption, *at.info, *at.warning,
+                                *at.error, *at.success)]
+    parts += [str(h.value) for h in at.get("html")]
+    return "\n".join(str(p) for p in parts)
+
+
+def no_errors(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def dashboard_store(path) -> Store:
+    """The Store the app opened for this cache (same process: the app's st.cache_resource handle)."""
+    import components
+
+    return components._store_handle(str(path.resolve())).store
+
+
+def has_explanations(store: Store) -> bool:
+    return bool(store.explanations(NeuronId(0, 0)))
+
+
+def test_home_describes_the_cache_and_starts_at_neuron_0_0(app, app_cache):
+    at = app().run()
+    no_errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Model"] == "smollm2-135m" and metrics["Corpus"] == "stdlib"
+    assert metrics["Tokens"] == "4,096" and metrics["Neurons"] == "46,080"
+    assert "Explain" in texts(at) and "Simulate" in texts(at) and "Score" in texts(at)
+    at.button(key="start").click().run()
+    no_errors(at)
+    assert at.title[0].value.startswith("Neuron 0:0 — insights")
+    assert (at.number_input(key="layer").value, at.number_input(key="neuron").value) == (0, 0)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_the_neuron_in_the_url(app, app_cache, page):
+    at = app(layer=3, neuron=42).run()
+    at.switch_page(page).run()
+    no_errors(at)
+    assert (at.number_input(key="layer").value, at.number_input(key="neuron").value) == (3, 42)
+    if page != "pages/picker.py":
+        assert at.title[0].value.startswith("Neuron 3:42")
+
+
+def test_the_neuron_survives_page_switches_and_moves_with_the_buttons(app, app_cache):
+    at = app(layer=5, neuron=1535).run()
+    at.switch_page("pages/insights.py").run()
+    assert at.title[0].value.startswith("Neuron 5:1535")
+    at.button(key="nav_next").click().run()  # wraps to the next layer
+    assert at.title[0].value.startswith("Neuron 6:0")
+    assert at.query_params["layer"] == "6" and "neuron" not in at.query_params  # 0 is the default
+    at.switch_page("pages/scoring.py").run()
+    assert at.title[0].value.startswith("Neuron 6:0")
+    at.button(key="nav_prev").click().run()
+    at.switch_page("pages/related.py").run()
+    assert at.title[0].value.startswith("Neuron 5:1535")
+    assert at.query_params["neuron"] == "1535"
+
+
+def test_an_out_of_range_url_falls_back_to_a_valid_neuron(app, app_cache):
+    at = app(layer=99, neuron=-4).run()
+    at.switch_page("pages/insights.py").run()
+    no_errors(at)
+    assert at.title[0].value.startswith("Neuron 0:0")
+
+
+def test_picker_goes_to_a_typed_neuron_and_lists_neurons(app, app_cache):
+    at = app().run()
+    at.switch_page("pages/picker.py").run()
+    no_errors(at)
+    at.text_input(key="picker_go").input("12:345")
+    next(b for b in at.button if b.label == "Go").click().run()
+    assert (at.number_input(key="layer").value, at.number_input(key="neuron").value) == (12, 345)
+    at.text_input(key="picker_go").input("nonsense")
+    next(b for b in at.button if b.label == "Go").click().run()
+    assert "not a neuron" in at.error[0].value
+    at.text_input(key="picker_go").input("30:0")
+    next(b for b in at.button if b.label == "Go").click().run()
+    assert "out of range" in at.error[0].value
+    at.selectbox(key="picker_layer").select(2).run()
+    table = at.dataframe[0].value
+    assert len(table) == 500 and set(table["layer"]) == {2}
+    assert "1,536 neurons match" in texts(at)
+    at.selectbox(key="picker_order").select("max").run()
+    table = at.dataframe[0].value
+    assert list(table["max"]) == sorted(table["max"], reverse=True)
+
+
+def test_picker_search_finds_explanations(app, app_cache):
+    at = app().run()
+    store = dashboard_store(app_cache)
+    if not has_explanations(store):
+        pytest.skip("the cache has no explanations (core has no explain command yet)")
+    word = store.explanations(NeuronId(0, 0))[0].text.split()[-1].strip("'\".,")
+    at.switch_page("pages/picker.py").run()
+    at.text_input(key="picker_search").input(word).run()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert len(table) >= 1 and all(word.lower() in text.lower() for text in table["explanation"])
+
+
+def test_insights_shows_activations_by_quantile_histogram_and_tokens(app, app_cache):
+    at = app(layer=0, neuron=0).run()
+    at.switch_page("pages/insights.py").run()
+    no_errors(at)
+    written = texts(at)
+    for heading in ("Top excerpts", "Quantile bin", "Random sample", "Bottom excerpts", "Related tokens"):
+        assert heading in written
+    heatmaps = [h.value for h in at.get("html") if "na-heatmap" in h.value]
+    assert len(heatmaps) >= 4 and all("<span" in h for h in heatmaps)
+    assert {m.label for m in at.metric} >= {"max", "min", "mean", "density"}
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    store = dashboard_store(app_cache)
+    if has_explanations(store):
+        assert store.explanations(NeuronId(0, 0))[0].text in written
+
+
+def test_scoring_page_shows_real_and_simulated_activations(app, app_cache):
+    at = app(layer=0, neuron=1).run()
+    at.switch_page("pages/scoring.py").run()
+    no_errors(at)
+    store = dashboard_store(app_cache)
+    if not has_explanations(store):
+        pytest.skip("the cache has no explanations (core has no explain command yet)")
+    assert {m.label for m in at.metric} >= {"Score: top and random", "Top excerpts only", "Random excerpts only"}
+    heatmaps = "".join(h.value for h in at.get("html") if "na-heatmap" in h.value)
+    assert "simulated" in heatmaps and ">real<" in heatmaps
+    at.radio(key="scoring_mode").set_value("overlaid").run()
+    heatmaps = "".join(h.value for h in at.get("html") if "na-heatmap" in h.value)
+    assert "border-bottom:3px solid rgba(22,163,74" in heatmaps
+
+
+@pytest.mark.skipif(importlib.util.find_spec("core.baseline") is None, reason="the baseline simulator is not here yet")
+def test_a_suggestion_is_scored_live_and_kept(app, app_cache):
+    at = app(layer=0, neuron=2).run()
+    at.switch_page("pages/scoring.py").run()
+    at.text_area(key="suggest_text").input("the tokens ' the', ' a' and '.'")
+    at.text_input(key="suggest_author").input("Ada")
+    next(b for b in at.button if b.label == "Score it").click().run()
+    no_errors(at)
+    store = dashboard_store(app_cache)
+    kept = store.suggestions(NeuronId(0, 2))
+    assert [(s.text, s.author, s.source) for s in kept] == [("the tokens ' the', ' a' and '.'", "Ada", "person")]
+    assert kept[0].score is not None and kept[0].score.simulator == "baseline"
+    live = store.live_score_by_id(kept[0].score.score_id)
+    assert live is not None and len(live.simulations) > 0
+    assert "**Yours**" in texts(at) and "the tokens" in texts(at)
+    # the same text again is not simulated twice
+    before = store.notes_counts()["live_scores"]
+    at.text_area(key="suggest_text").input("the tokens ' the', ' a' and '.'")
+    next(b for b in at.button if b.label == "Score it").click().run()
+    assert store.notes_counts()["live_scores"] == before
+    assert len(store.suggestions(NeuronId(0, 2))) == 2
+
+
+def test_a_rating_is_stored_and_shown(app, app_cache):
+    at = app(layer=0, neuron=3).run()
+    at.switch_page("pages/scoring.py").run()
+    store = dashboard_store(app_cache)
+    if not store.explanations(NeuronId(0, 3)):
+        store.add_suggestion(NeuronId(0, 3), "a person's guess", "Ada")
+        at.run()
+    at.radio(key="review_rating").set_value("wrong")
+    at.text_input(key="review_note").input("fires on digits, not words")
+    at.text_input(key="review_author").input("Grace")
+    next(b for b in at.button if b.label == "Save rating").click().run()
+    no_errors(at)
+    ratings = store.ratings(NeuronId(0, 3))
+    assert [(r.rating.value, r.note, r.author) for r in ratings] == [("wrong", "fires on digits, not words", "Grace")]
+    assert "Rating saved." in texts(at)
+    shown = at.dataframe[-1].value
+    assert list(shown["note"]) == ["fires on digits, not words"]
+
+
+def test_home_lists_where_people_and_score_disagree(app, app_cache):
+    at = app().run()
+    store = dashboard_store(app_cache)
+    store.add_rating(NeuronId(4, 4), "numbers", "wrong", score=0.9, note="x")
+    at.run()
+    labels = [b.label for b in at.button]
+    assert any(label.startswith("4:4 · score 0.90 but people say wrong") for label in labels)
+    next(b for b in at.button if b.label.startswith("4:4 · score")).click().run()
+    assert (at.number_input(key="layer").value, at.number_input(key="neuron").value) == (4, 4)
+
+
+def test_related_page_moves_to_a_related_neuron(app, app_cache):
+    at = app(layer=2, neuron=9).run()
+    at.switch_page("pages/related.py").run()
+    no_errors(at)
+    store = dashboard_store(app_cache)
+    upstream = store.related_neurons(NeuronId(2, 9), "upstream_positive", 5)
+    if not upstream:
+        assert "not computed yet" in texts(at)
+        pytest.skip("the cache has no related neurons (core has no related command yet)")
+    target = upstream[0].neuron
+    at.button(key=f"related_upstream_positive_{target}").click().run()
+    assert at.title[0].value.startswith(f"Neuron {target.layer}:{target.neuron}")
+    assert at.query_params["layer"] == str(target.layer)
+
+
+def test_try_your_own_text_runs_the_model_once_per_click(app, app_cache):
+    at = app(layer=1, neuron=7).run()
+    at.switch_page("pages/try_text.py").run()
+    at.text_area(key="try_text").input("x = '<b>bold</b>' # <script>alert(1)</script>")
+    next(b for b in at.button if b.label == "Run the model").click().run()
+    no_errors(at)
+    heatmap = next(h.value for h in at.get("html") if "na-heatmap" in h.value)
+    assert "&lt;script&gt;" in heatmap and "<script>" not in heatmap and "<b>" not in heatmap
+    table = at.dataframe[0].value
+    assert len(table) == 10 and all(name.startswith("1:") for name in table["neuron"])
+    assert list(table["activation"]) == sorted(table["activation"], reverse=True)
+
+
+def test_live_work_waits_in_line(app, app_cache):
+    """Hold the only live slot: a forward pass waits ("queued") and runs once the slot is free."""
+    import components
+
+    gate = components.live_gate()
+    at = app(layer=0, neuron=0).run()
+    at.switch_page("pages/try_text.py").run()
+    at.text_area(key="try_text").input("hello world")
+    button = next(b for b in at.button if b.label == "Run the model")
+    assert gate.semaphore.acquire(timeout=5)
+    done: dict[str, float] = {}
+
+    def click() -> None:
+        started = time.perf_counter()
+        button.click().run()
+        done["seconds"] = time.perf_counter() - started
+
+    worker = threading.Thread(target=click)
+    worker.start()
+    time.sleep(1.5)
+    assert worker.is_alive() and gate.waiting == 1  # queued behind the held slot
+    gate.semaphore.release()
+    worker.join(timeout=60)
+    assert done["seconds"] >= 1.5 and gate.waiting == 0
+    no_errors(at)
+    assert any("na-heatmap" in h.value for h in at.get("html"))
+
+
+def test_the_store_is_reattached_when_the_cache_file_is_replaced(app, small_cache, tmp_path, monkeypatch):
+    path = tmp_path / "swap.duckdb"
+    shutil.copy(small_cache, path)
+    monkeypatch.setenv("NEURON_ATLAS_CACHE", str(path))
+    at = app().run()
+    assert {m.label: m.value for m in at.metric}["Corpus"] == "stdlib"
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    shutil.copy(small_cache, rebuilt)
+    with Store.open(rebuilt, writable=True) as writer:
+        writer.set_meta({"corpus": "rebuilt corpus"})
+    os.replace(rebuilt, path)  # as a finished build publishes its file
+    at.run()
+    no_errors(at)
+    assert {m.label: m.value for m in at.metric}["Corpus"] == "rebuilt corpus"
+    assert notes_path(path).exists()
+
+
+def test_without_a_cache_the_app_says_which_command_builds_one(app, atlas_home, tmp_path, monkeypatch):
+    import components
+
+    monkeypatch.setenv("NEURON_ATLAS_CACHE", str(tmp_path / "missing.duckdb"))
+    at = app().run()
+    assert not at.exception
+    message = "\n".join(e.value for e in (*at.warning, *at.error))
+    assert components.build_command() in message
+    at.switch_page("pages/scoring.py").run()
+    assert not at.exception and "No cache is open" in at.warning[0].value
+
+
+def test_the_last_cache_is_remembered(app, app_cache, atlas_home, monkeypatch):
+    import components
+
+    app().run()
+    assert components.remembered_cache() == app_cache.resolve()
+    monkeypatch.delenv("NEURON_ATLAS_CACHE")
+    assert components.default_cache() == app_cache.resolve()

@@ -1,0 +1,101 @@
+"""core.score: Pearson with explicit undefined, pooled top/random/all scores, live scoring of a real cache."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.baseline import BaselineSimulator
+from core.score import (
+    MAX_EXPLANATION_CHARS,
+    ScoreError,
+    check_explanation,
+    format_score,
+    pearson,
+    score_explanation,
+    score_simulations,
+)
+from core.store import Store, StoreError
+from core.types import ExcerptKind, ExcerptSimulation, NeuronId, Split
+
+
+@pytest.mark.parametrize(
+    ("truth", "predicted", "expected"),
+    [
+        ([0, 1, 2, 3], [0, 2, 4, 6], 1.0),
+        ([0, 1, 2, 3], [6, 4, 2, 0], -1.0),
+        ([1, 1, 1, 1], [0, 1, 2, 3], None),  # constant truth
+        ([0, 1, 2, 3], [5, 5, 5, 5], None),  # constant prediction
+        ([0, 1, 2, 3], [0, 0, 0, 0], None),  # nothing predicted
+        ([1.0], [2.0], None),  # too few values
+        ([0, 1, float("nan")], [0, 1, 2], None),
+    ],
+)
+def test_pearson_is_none_when_undefined_never_nan(truth, predicted, expected):
+    result = pearson(truth, predicted)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
+
+
+def test_pearson_matches_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=200), rng.normal(size=200)
+    assert pearson(x, y) == pytest.approx(float(np.corrcoef(x, y)[0, 1]))
+
+
+def _sim(kind: ExcerptKind, real: list[float], predicted: list[float]) -> ExcerptSimulation:
+    return ExcerptSimulation(0, kind, Split.SCORE, tuple("t" * len(real)), tuple(real), tuple(predicted),
+                             pearson(real, predicted))
+
+
+def test_scores_pool_tokens_over_excerpts_and_split_by_kind():
+    top = _sim(ExcerptKind.TOP, [0, 5, 0, 9], [0, 10, 0, 10])
+    random = _sim(ExcerptKind.RANDOM, [0, 0, 0, 0], [0, 0, 0, 0])  # constant on its own
+    scores = score_simulations([top, random])
+    pooled = np.corrcoef([0, 5, 0, 9, 0, 0, 0, 0], [0, 10, 0, 10, 0, 0, 0, 0])[0, 1]
+    assert scores.all == pytest.approx(pooled)
+    assert scores.top == pytest.approx(np.corrcoef([0, 5, 0, 9], [0, 10, 0, 10])[0, 1])
+    assert scores.random is None
+    assert scores.tokens == 8
+    assert format_score(scores.random) == "undefined"
+    assert not any(isinstance(v, float) and math.isnan(v) for v in (scores.all, scores.top))
+
+
+def test_check_explanation_rejects_empty_and_overlong_text():
+    assert check_explanation("  the word 'return' \n") == "the word 'return'"
+    with pytest.raises(ScoreError, match="empty"):
+        check_explanation("   ")
+    with pytest.raises(ScoreError, match="characters long; the limit is"):
+        check_explanation("x" * (MAX_EXPLANATION_CHARS + 1))
+
+
+def test_score_explanation_reads_the_score_split_and_writes_nothing(small_cache):
+    neuron = NeuronId(0, 5)
+    with Store.open(small_cache) as store:
+        top = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
+        word = max(((a, t) for e in top for a, t in zip(e.activations, e.excerpt.tokens, strict=True)))[1]
+        before = store.info().explanations
+        scored = score_explanation(store, neuron, f"the token {word!r}", BaselineSimulator())
+        assert store.info().explanations == before
+    assert scored.split == Split.SCORE
+    assert {e.split for e in scored.excerpts} == {Split.SCORE}
+    assert {e.kind for e in scored.excerpts} == {ExcerptKind.TOP, ExcerptKind.RANDOM}
+    assert [e.kind for e in scored.excerpts] == sorted((e.kind for e in scored.excerpts),
+                                                       key=lambda k: k != ExcerptKind.TOP)
+    for excerpt in scored.excerpts:
+        assert len(excerpt.normalized_predictions) == len(excerpt.tokens) == len(excerpt.activations)
+    assert scored.scores.tokens == sum(len(e.tokens) for e in scored.excerpts)
+
+
+def test_score_explanation_rejects_bad_neurons_and_texts(small_cache):
+    with Store.open(small_cache) as store:
+        with pytest.raises(StoreError, match="out of range"):
+            score_explanation(store, NeuronId(99, 0), "anything", BaselineSimulator())
+        with pytest.raises(ScoreError, match="empty"):
+            score_explanation(store, NeuronId(0, 0), "", BaselineSimulator())
+        with pytest.raises(ScoreError, match="limit"):
+            score_explanation(store, NeuronId(0, 0), "words " * 2000, BaselineSimulator())
