@@ -40,5 +40,8 @@ test: setup-dev
 lint: setup-dev
 	$(PY) -m ruff check .
 
-bench: setup-dev
+bench: setup-dev demo
 	$(PY) bench/record.py
+	$(PY) bench/related.py $(CACHE)
+	$(PY) bench/quality.py --cache $(CACHE)
+	$(PY) bench/app.py --cache $(CACHE)

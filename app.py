@@ -22,7 +22,7 @@ def cache_info(_store: Store, key: tuple) -> CacheInfo:
 
 def home() -> None:
     """The first screen: what a neuron is, how explanations are scored, the cache in use, where to start."""
-    st.title("🧠 Neuron Atlas")
+    st.title("Neuron Atlas")
     st.markdown(
         "A **neuron** here is one unit inside a transformer block's MLP: for every token the model reads it outputs "
         "one number, its *activation*. Some neurons fire on something a person can name. Neuron Atlas finds out "
@@ -45,13 +45,10 @@ def home() -> None:
     )
     context = st.session_state.get("_atlas_context")
     if context is None:
-        st.warning(
-            f"No cache yet. Build the demo cache (the default model over the standard library's text) with "
-            f"`{ui.build_command()}` or `make app`, then reload this page."
-        )
+        st.warning(ui.no_cache_message())
         return
     store, info = context.store, cache_info(context.store, ui.cache_key(context.store))
-    cols = st.columns(5)
+    cols = st.columns([2.2, 1.4, 1, 1, 1])
     cols[0].metric("Model", info.model)
     cols[1].metric("Corpus", info.corpus)
     cols[2].metric("Tokens", f"{info.tokens:,}")
@@ -87,6 +84,7 @@ def home() -> None:
         ui.neuron_button(item.neuron, f"{item.neuron.layer}:{item.neuron.neuron} · score {item.score:.2f} but "
                          f"{verdict} ({item.rated_right}✓ {item.rated_partly}~ {item.rated_wrong}✗) · "
                          f"{item.explanation_text[:60]}", key=f"home_disagree_{item.neuron}")
+    ui.page_end()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -105,7 +103,7 @@ def home_lists(_store: Store, key: tuple, layers: int) -> tuple[list, list, list
 
 def frame() -> None:
     """Set up the page, the sidebar and the store, then run the chosen page."""
-    st.set_page_config(page_title="Neuron Atlas", page_icon="🧠", layout="wide")
+    st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
     navigation = st.navigation(
         [
             st.Page(home, title="Home", icon=":material/home:", default=True),
@@ -118,11 +116,14 @@ def frame() -> None:
     )
     neuron_box = st.sidebar.container()
     path = ui.cache_sidebar()
-    context = None
+    context, problem = None, None
     if path is not None:
         try:
             store = ui.open_store(path)
         except StoreError as error:
+            problem = str(error)
+            if not path.exists():  # a missing file is the build message; anything else is shown as it is
+                problem = None
             st.sidebar.error(str(error))
         else:
             ui.remember_cache(path)
@@ -130,8 +131,9 @@ def frame() -> None:
             neuron: NeuronId = ui.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
             context = ui.PageContext(store, neuron, info.layers, info.neurons_per_layer, info.model,
                                      ui.live_settings_sidebar())
-    ui.set_context(context)
+    ui.set_context(context, problem)
     navigation.run()
 
 
-frame()
+if __name__ == "__main__":  # `streamlit run app.py`; components imports it to reach frame()
+    frame()

@@ -231,13 +231,14 @@ def live_work(label: str) -> Iterator[None]:
         while not acquired:
             with gate.lock:
                 ahead = max(gate.waiting - 1, 0)
-            box.info(f"⏳ queued: {label} starts when the model is free ({ahead} other request(s) waiting)")
+            box.info(f"Queued: {label} starts when the model is free ({ahead} other request(s) waiting)",
+                     icon=":material/hourglass_top:")
             acquired = gate.semaphore.acquire(timeout=0.25)
     finally:
         with gate.lock:
             gate.waiting -= 1
     try:
-        box.info(f"⚙️ {label} ...")
+        box.info(f"{label} ...", icon=":material/settings:")
         yield
     finally:
         gate.semaphore.release()
@@ -273,21 +274,22 @@ def random_neuron(layers: int, width: int) -> None:
 
 
 def neuron_selector(layers: int, width: int, container: Any = None) -> NeuronId:
-    """Layer and neuron inputs (in the sidebar by default), bound to the URL's `layer` and `neuron`, with ◀ 🎲 ▶."""
+    """Layer and neuron inputs (sidebar by default) bound to the URL's `layer` and `neuron`; prev, random, next."""
     with container if container is not None else st.sidebar:
         st.markdown("**Neuron**")
         left, right = st.columns(2)
-        layer = left.number_input("Layer", min_value=0, max_value=max(layers - 1, 0), value=0, step=1,
+        # value "min" (0) is the default: the URL drops a parameter at its default, and buttons set these keys
+        layer = left.number_input("Layer", min_value=0, max_value=max(layers - 1, 0), step=1,
                                   key="layer", bind="query-params")
-        neuron = right.number_input("Neuron", min_value=0, max_value=max(width - 1, 0), value=0, step=1,
+        neuron = right.number_input("Neuron", min_value=0, max_value=max(width - 1, 0), step=1,
                                     key="neuron", bind="query-params")
         back, lucky, forward = st.columns(3)
-        back.button("◀", key="nav_prev", help="previous neuron", on_click=_step, args=(-1, layers, width),
-                    width="stretch")
-        lucky.button("🎲", key="nav_random", help="a random neuron", on_click=random_neuron, args=(layers, width),
-                     width="stretch")
-        forward.button("▶", key="nav_next", help="next neuron", on_click=_step, args=(1, layers, width),
-                       width="stretch")
+        back.button("", key="nav_prev", icon=":material/chevron_left:", help="previous neuron", on_click=_step,
+                    args=(-1, layers, width), width="stretch")
+        lucky.button("", key="nav_random", icon=":material/shuffle:", help="a random neuron", on_click=random_neuron,
+                     args=(layers, width), width="stretch")
+        forward.button("", key="nav_next", icon=":material/chevron_right:", help="next neuron", on_click=_step,
+                       args=(1, layers, width), width="stretch")
     return NeuronId(int(layer), int(neuron))
 
 
@@ -445,10 +447,16 @@ def explanation_card(text: str, source: str = "", badge: str = "") -> None:
     badge_html = (f'<span style="float:right;background:#fff;border:1px solid #f0c29a;border-radius:10px;'
                   f'padding:0 8px;font-size:13px">{escape(badge)}</span>') if badge else ""
     st.html(
-        '<div style="border-left:4px solid #d9480f;background:#fff7f0;border-radius:6px;padding:10px 14px;'
+        '<div class="na-card" style="border-left:4px solid #d9480f;background:#fff7f0;border-radius:6px;'
+        'padding:10px 14px;'
         f'margin:4px 0 8px 0">{badge_html}<div style="font-size:17px">{escape(text)}</div>'
         f'<div style="font-size:12px;color:#666;margin-top:4px">{escape(source)}</div></div>'
     )
+
+
+def page_end() -> None:
+    """An empty marker after a page's last panel: browser tests and bench/app.py wait for it."""
+    st.html('<div class="na-end"></div>')
 
 
 def not_computed(what: str, command: str) -> None:
@@ -475,7 +483,7 @@ def histogram_chart(stats: NeuronStats) -> alt.Chart:
         .encode(
             x=alt.X("from:Q", title="activation", bin="binned"),
             x2="to:Q",
-            y=alt.Y("tokens:Q", title="tokens (log)", scale=alt.Scale(type="log")),
+            y=alt.Y("tokens:Q", title="tokens (symlog scale)", scale=alt.Scale(type="symlog")),
             tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
         )
         .properties(height=220)
@@ -609,27 +617,46 @@ def live_settings_sidebar() -> LiveSettings:
         return LiveSettings("baseline", "")
 
 
+def _cache_label(path: str) -> str:
+    """A cache file as the sidebar lists it: relative to the app when it is inside, else the full path."""
+    try:
+        return str(Path(path).relative_to(APP_DIR))
+    except ValueError:
+        return path
+
+
+def _pick_cache() -> None:
+    """Callback of the cache box: this session now reads the chosen file."""
+    st.session_state["cache_path"] = st.session_state["cache_select"]
+
+
+def _type_cache() -> None:
+    """Callback of the path box: this session now reads the typed file (checked when it is opened)."""
+    typed = st.session_state.get("cache_other", "").strip()
+    if typed:
+        st.session_state["cache_path"] = str(Path(typed).expanduser().resolve())
+
+
 def cache_sidebar() -> Path | None:
-    """The sidebar's cache choice; returns the path this session uses (None when there is none)."""
-    choices = known_caches()
+    """The sidebar's cache choice; returns the path this session uses (None when there is none).
+
+    The session's choice lives in session_state["cache_path"] and changes only in the callbacks, so a list of
+    caches that changes between runs (a new build, another session remembering its cache) never moves it."""
     chosen = st.session_state.get("cache_path")
-    current = Path(chosen) if chosen else default_cache()
+    current = chosen if chosen else (str(default) if (default := default_cache()) else None)
+    choices = [str(path) for path in known_caches()]
     if current is not None and current not in choices:
         choices.insert(0, current)
     with st.sidebar.expander("Cache", expanded=current is None):
         if choices:
-            picked = st.selectbox("Cache file", choices, index=choices.index(current) if current in choices else 0,
-                                  format_func=lambda p: p.name, key="cache_select")
-            if picked != current:
-                st.session_state["cache_path"] = str(picked)
-                current = picked
-        other = st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb")
-        if other.strip() and Path(other.strip()).expanduser().resolve() != current:
-            current = Path(other.strip()).expanduser().resolve()
-            st.session_state["cache_path"] = str(current)
+            if st.session_state.get("cache_select") != current:
+                st.session_state["cache_select"] = current if current is not None else choices[0]
+            st.selectbox("Cache file", choices, format_func=_cache_label, key="cache_select", on_change=_pick_cache)
+        st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb",
+                      on_change=_type_cache)
         if current is not None:
             st.caption(f"`{current}`")
-    return current
+    return Path(current) if current is not None else None
 
 
 @dataclass(frozen=True)
@@ -645,17 +672,28 @@ class PageContext:
     live: LiveSettings
 
 
-def set_context(context: PageContext | None) -> None:
+def set_context(context: PageContext | None, problem: str | None = None) -> None:
+    """Hand this run's context to the page (app.py); `problem` says why there is none when a cache could not be
+    opened."""
     st.session_state["_atlas_context"] = context
+    st.session_state["_atlas_problem"] = problem
+
+
+def no_cache_message() -> str:
+    """Why no cache is open, and what to do about it."""
+    problem = st.session_state.get("_atlas_problem")
+    if problem:
+        return f"The cache cannot be opened: {problem}. Choose another cache file in the sidebar."
+    return (f"No cache yet. Build the demo cache (the default model over the standard library's text) with "
+            f"`{build_command()}` or `make app`, then reload this page; or choose a cache file in the sidebar.")
 
 
 def page_context() -> PageContext:
-    """The context set by app.py for this run; stops the page with the build command when there is no cache."""
+    """The context set by app.py for this run; stops the page with what to do when no cache is open."""
     _leave_pages_directory_mode()
     context = st.session_state.get("_atlas_context")
     if context is None:
-        st.warning(f"No cache is open. Build the demo cache with `{build_command()}` "
-                   "(or `make app`), or choose a cache file in the sidebar.")
+        st.warning(no_cache_message())
         st.stop()
     return context
 
@@ -672,6 +710,31 @@ TOKEN_KIND_TITLES: dict[str, str] = {
 }
 
 
+def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars: Sequence[float] | None = None,
+               bar_scale: float = 1.0) -> str:
+    """A small HTML table, every cell escaped; optional bars behind the last column, widths from clamped numbers
+    (positive orange, negative blue). Lighter in the browser than a data grid for a few rows."""
+    parts = ['<table class="na-table" style="border-collapse:collapse;font-size:13px;width:100%">', "<tr>"]
+    parts += [f'<th style="text-align:left;color:#666;font-weight:normal;border-bottom:1px solid #ddd;'
+              f'padding:2px 6px">{escape(h)}</th>' for h in header]
+    parts.append("</tr>")
+    for index, row in enumerate(rows):
+        parts.append("<tr>")
+        for column, cell in enumerate(row):
+            style = "padding:2px 6px;border-bottom:1px solid #f0f0f0"
+            if column == 0:
+                style += ";font-family:ui-monospace,monospace;white-space:pre"
+            if bars is not None and column == len(row) - 1:
+                value = float(bars[index])
+                colour = rgba(POSITIVE_RGB if value >= 0 else NEGATIVE_RGB, 0.35)
+                width = clamp01(abs(value) / bar_scale if bar_scale > 0 else 0.0) * 100
+                style += f";background:linear-gradient(90deg,{colour} {width:.0f}%,transparent {width:.0f}%)"
+            parts.append(f'<td style="{style}">{escape(cell)}</td>')
+        parts.append("</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
 def related_tokens_panel(store: Store, neuron: NeuronId, kinds: Sequence[str], limit: int = 15) -> None:
     """Tables of related tokens, one column per kind; says which command computes the weight-based ones."""
     missing = False
@@ -684,11 +747,12 @@ def related_tokens_panel(store: Store, neuron: NeuronId, kinds: Sequence[str], l
                 missing = True
                 st.caption("not computed yet")
                 continue
-            frame = pd.DataFrame({"token": [display_token(t.token) for t in found],
-                                  "value": [round(t.value, 4) for t in found]})
-            if found[0].count is not None:
-                frame["count"] = [t.count for t in found]
-            st.dataframe(frame, hide_index=True, width="stretch", height=min(35 * (len(frame) + 1) + 3, 420))
+            with_count = found[0].count is not None
+            header = ["token", "count", "value"] if with_count else ["token", "value"]
+            rows = [[f'"{display_token(t.token)}"', t.count, f"{t.value:.3f}"] if with_count
+                    else [f'"{display_token(t.token)}"', f"{t.value:.3f}"] for t in found]
+            values = [t.value for t in found]
+            st.html(table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
     if missing:
         not_computed("Weight-based related tokens", f"python -m core related {store.path}")
 
@@ -829,31 +893,113 @@ def text_activations(ctx: PageContext, text: str, max_tokens: int = 256) -> tupl
     return token_strings(subject.tokenizer, ids), acts
 
 
+SIMULATED_TOKENS_PER_TOKEN = 8
+"""Completion tokens a chat simulator is assumed to write per excerpt token (a JSON value and punctuation), for the
+cost shown before generating; an overestimate on purpose."""
+
+
+def estimate_generation_cost(ctx: PageContext) -> float | None:
+    """US dollars that generating and scoring one explanation with the session's openai model may cost (one
+    explainer call on the EXPLAIN excerpts, one simulator call per SCORE excerpt); None when the model is unpriced.
+    """
+    from core import prompts
+    from core.baseline import normalize
+    from core.llm import CHARS_PER_TOKEN_ESTIMATE, price_per_million
+    from core.types import ExcerptKind, Split
+
+    price = price_per_million(ctx.live.model)
+    if price is None:
+        return None
+    store, neuron = ctx.store, ctx.neuron
+    shown = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
+    scale = max((max(e.activations) for e in shown), default=0.0)
+    examples = [prompts.ExampleExcerpt(e.excerpt.tokens, tuple(round(v) for v in normalize(e.activations, scale)))
+                for e in shown]
+    prompt_chars = sum(len(m["content"]) for m in prompts.explain_activations_messages(examples))
+    completion = 60
+    for excerpt in store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP, ExcerptKind.RANDOM], splits=[Split.SCORE]):
+        messages = prompts.simulate_chat_messages("x" * 200, excerpt.excerpt.tokens, json_answer=True)
+        prompt_chars += sum(len(m["content"]) for m in messages)
+        completion += SIMULATED_TOKENS_PER_TOKEN * len(excerpt.excerpt.tokens)
+    prompt_tokens = int(prompt_chars / CHARS_PER_TOKEN_ESTIMATE) + 1
+    return (prompt_tokens * price[0] + completion * price[1]) / 1_000_000
+
+
 def generate_explanation(ctx: PageContext) -> None:
-    """A button that has the session's backend write a new explanation of the neuron (the cost shown first for
-    priced models); the result is scored live and kept in the notes as a suggestion from that explainer."""
+    """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
+    priced models), scores it live with the same backend, and keeps it in the notes as a suggestion from that
+    explainer (the dashboard never writes the cache itself)."""
     spec = ctx.live.spec
-    try:
-        import core.explain  # noqa: F401
-    except ImportError:
-        not_computed("Generating explanations here", f"python -m core explain {ctx.store.path} --neurons "
-                     f"{ctx.neuron} --explainer baseline")
+    if ctx.live.backend == "openai":
+        if not ctx.live.api_key and not ctx.live.base_url:
+            st.caption(f"To generate with **{spec}**, give an API key (or a base URL) in the sidebar.")
+            return
+        try:
+            cost = estimate_generation_cost(ctx)
+        except Exception as error:  # an estimate must never break the page
+            log.warning("cost estimate failed: %s", type(error).__name__)
+            cost = None
+        note = (f"about **${cost:.4f}** (cap ${ctx.live.max_cost_usd:.2f})" if cost is not None
+                else "an unknown amount (this model has no known price; the cap cannot apply)")
+        st.caption(f"Generating with **{spec}** and scoring it will cost {note}.")
+    else:
+        st.caption(f"Generate one more with **{spec}** (free; change the backend in the sidebar).")
+    if not st.button(f"Generate a new explanation with {spec}", key="generate"):
         return
-    st.caption(f"Generate one more with **{spec}** (change the backend in the sidebar).")
-    if st.button(f"Generate a new explanation with {spec}", key="generate"):
-        st.info("Generation is wired once core.explain is available.")
+    result = _generate(ctx)
+    if isinstance(result, str):
+        st.error(result)
+    else:
+        st.success(f"New explanation kept as a suggestion: {result.text}  (score {fmt_score(result.score.score_all)})"
+                   if result.score else f"New explanation kept as a suggestion: {result.text}")
+
+
+def _generate(ctx: PageContext) -> Any:
+    """Run the explainer and simulator of the session's backend on the context's neuron; the kept Suggestion, or an
+    error line."""
+    from core.explain import explain_neuron, make_explainer
+    from core.llm import LLMError
+    from core.types import ExplanationStatus, LiveSimulation
+
+    settings, store, neuron = ctx.live, ctx.store, ctx.neuron
+    try:
+        with live_work(f"Generating an explanation with {settings.spec}"):
+            if settings.backend == "openai":
+                from core.llm import make_client
+                from core.simulate import make_simulator
+
+                client = make_client(settings.spec, store=store, cache_db="notes", base_url=settings.base_url,
+                                     api_key=settings.api_key, max_cost_usd=settings.max_cost_usd)
+                explainer, simulator = make_explainer(settings.spec, client=client), make_simulator(
+                    settings.spec, client=client)
+            else:
+                explainer, simulator = make_explainer(settings.spec), _offline_simulator(settings.spec)
+            result = explain_neuron(store, neuron, explainer, simulator, candidates=None)
+    except (LLMError, ValueError) as error:
+        return f"Generation failed: {error}"
+    if result.status != ExplanationStatus.OK or result.scored is None or not result.text:
+        return f"Generation failed: {result.failure or 'no explanation'}"
+    scores = result.scored.scores
+    live = store.add_live_score(
+        neuron, result.text, result.simulator, (scores.all, scores.top, scores.random),
+        [LiveSimulation(s.excerpt_id, tuple(float(v) for v in s.normalized_predictions), s.score)
+         for s in result.scored.excerpts])
+    return store.add_suggestion(neuron, result.text, "", source=result.explainer, score_id=live.score_id)
 
 
 def _leave_pages_directory_mode() -> None:
-    """Make a page opened by its own URL run inside the frame.
+    """Make a page that was started without the frame run inside it.
 
-    A fresh server with a pages/ folder runs the first sessions in Streamlit's old "pages directory" mode until
-    some session calls st.navigation: a student opening a shared link such as /scoring?layer=3&neuron=5 right
-    after a restart would get the page script alone, without the frame (sidebar, store, neuron). Switching the
-    mode off and rerunning runs app.py, whose st.navigation then picks the same page with the same URL.
+    Streamlit runs a script in its old "pages directory" mode while no session has called st.navigation yet (a
+    fresh server with a pages/ folder, and every AppTest run): a student opening a shared link such as
+    /scoring?layer=3&neuron=5 right after a restart gets the page script alone, without the frame (sidebar,
+    store, neuron). Then the frame is run here, in this same script run (so a click that started it is not
+    lost); its st.navigation switches that mode off and runs this page inside it, and the outer run stops.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+        import app  # the frame; app.py runs it itself only as the main script
+
+        app.frame()
+        st.stop()

@@ -46,7 +46,7 @@ _DOUBLE = r'"(?:[^"\\\n]|\\.)*"'
 _SINGLE = r"(?<![\w'])'[^'\n]{1,40}'(?![\w'])"
 _CURLY = r"[“‘][^”’\n]{1,40}[”’]"
 _QUOTE = f"(?:{_DOUBLE}|{_SINGLE}|{_CURLY})"
-_LEVEL = r"(?:\s*\(\s*(?P<level>\d{1,2}(?:\.\d+)?)\s*\))?"
+_LEVEL = r"(?:\s*\(\s*(?P<level>-?\d{1,2}(?:\.\d+)?)\s*\))?"
 _ITEM = re.compile(
     rf"(?:(?P<any>any\s+token\s+)?after\s+(?P<prev>{_QUOTE}){_LEVEL})"
     rf"|(?:(?P<token>{_QUOTE})(?:\s+after\s+(?P<prev2>{_QUOTE}))?{_LEVEL.replace('level', 'level2')})",
@@ -66,20 +66,23 @@ _STOPWORDS_TEXT = """
     detects detect detecting token tokens word words text texts mention mentions mentioned main find finds finding
     especially typically generally related relating usage used use uses using kind kinds type types part parts
     certain particular specific various common concept concepts context contexts pattern patterns example examples
-    instance instances sentence sentences phrase phrases term terms strongly weakly mainly"""
+    instance instances sentence sentences phrase phrases term terms strongly weakly mainly zero otherwise
+    form forms"""
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 """Words of free text that name no token (function words and the vocabulary of explanations)."""
 
-SYMBOL_WORDS: dict[str, tuple[str, ...]] = {
-    "parenthesis": ("(", ")"), "parentheses": ("(", ")"), "paren": ("(", ")"), "parens": ("(", ")"),
-    "bracket": ("[", "]", "(", ")"), "brackets": ("[", "]", "(", ")"), "brace": ("{", "}"), "braces": ("{", "}"),
-    "comma": (",",), "commas": (",",), "period": (".",), "periods": (".",), "dot": (".",), "dots": (".",),
-    "colon": (":",), "colons": (":",), "semicolon": (";",), "quote": ('"', "'"), "quotes": ('"', "'"),
-    "quotation": ('"', "'"), "apostrophe": ("'",), "hyphen": ("-",), "dash": ("-",), "underscore": ("_",),
-    "equals": ("=",), "slash": ("/",), "backslash": ("\\",), "asterisk": ("*",), "star": ("*",), "hash": ("#",),
-    "newline": ("\n",), "newlines": ("\n",), "whitespace": (" ", "\n", "\t"), "indentation": (" ", "  ", "\t"),
+SYMBOL_WORDS: dict[str, str] = {
+    "parenthesis": "()", "parentheses": "()", "paren": "()", "bracket": "[]()", "brace": "{}", "curly": "{}",
+    "comma": ",", "period": ".", "dot": ".", "full stop": ".", "colon": ":", "semicolon": ";", "quote": "\"'",
+    "quotation": "\"'", "apostrophe": "'", "backtick": "`", "hyphen": "-", "dash": "-", "minus": "-", "plus": "+",
+    "underscore": "_", "equal": "=", "equals": "=", "slash": "/", "backslash": "\\", "asterisk": "*", "star": "*",
+    "hash": "#", "pound": "#", "percent": "%", "ampersand": "&", "pipe": "|", "tilde": "~", "caret": "^",
+    "dollar": "$", "exclamation": "!", "question": "?", "angle": "<>", "arrow": "<>-=", "newline": "\n",
+    "whitespace": " \n\t", "indentation": " \t", "space": " ",
 }
-"""Names of symbols -> the token texts (edge spaces ignored) they stand for."""
+"""Names of symbols (singular; plurals are found by stem) -> the characters they stand for. A token named by them
+is made only of those characters (edge spaces ignored): "equals signs" names "=" and "========"."""
+
 
 CLASS_WORDS = frozenset({"number", "numbers", "digit", "digits", "numeral", "numerals", "punctuation", "symbols"})
 """Words naming a class of tokens: numbers and punctuation."""
@@ -98,7 +101,7 @@ class ParsedExplanation:
     stems: frozenset[str] = frozenset()
     """Stems of the free-text words that may name tokens."""
     symbols: frozenset[str] = frozenset()
-    """Token texts (stripped) named by symbol words."""
+    """Characters named by symbol words; a token made only of them is named."""
     classes: frozenset[str] = frozenset()
     """"number" and/or "punctuation" when the text names those classes."""
 
@@ -123,41 +126,78 @@ def parse_explanation(text: str) -> ParsedExplanation:
         rest.append(text[at : match.start()])
         at = match.end()
         level_text = match.group("level") or match.group("level2")
-        level = min(float(level_text), 10.0) if level_text else QUOTED_DEFAULT_LEVEL
+        level = min(max(float(level_text), -10.0), 10.0) if level_text else QUOTED_DEFAULT_LEVEL
         if match.group("prev") is not None:
             after[_unquote(match.group("prev"))] = level
         elif match.group("prev2") is not None:
             contexts[(_unquote(match.group("token")), _unquote(match.group("prev2")))] = level
         else:
-            token = _unquote(match.group("token"))
-            tokens[token] = max(level, tokens.get(token, 0.0))
+            tokens.setdefault(_unquote(match.group("token")), level)  # a repeated token keeps its first level
     rest.append(text[at:])
-    words = [w.lower() for w in _WORD.findall(" ".join(rest))]
+    free = " ".join(rest)
+    words = [w.lower() for w in _WORD.findall(free)]
     if words[:2] == ["fires", "on"]:
         words = words[2:]
     stems, symbols, classes = set(), set(), set()
+    for run in _SYMBOL_RUN.findall(free):  # written symbols such as ">>>" or "->" name themselves
+        tokens.setdefault(run, FREE_TEXT_LEVEL)
+    named = _named_words(free)
     for word in words:
-        if word in SYMBOL_WORDS:
-            symbols.update(SYMBOL_WORDS[word])
-        elif word in CLASS_WORDS:
+        chars = SYMBOL_WORDS.get(word) or SYMBOL_WORDS.get(_singular(word))
+        if chars:
+            symbols.update(chars)
+        if word in CLASS_WORDS:
             classes.add("punctuation" if word in ("punctuation", "symbols") else "number")
-        elif word not in STOPWORDS and len(word) >= 2:
+        elif (word not in STOPWORDS or word in named) and len(word) >= 2:
             stems.add(stem(word))
     return ParsedExplanation(tokens, contexts, after, frozenset(stems), frozenset(symbols), frozenset(classes))
 
 
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ers", "ies", "ied", "ed", "es", "er", "ly", "s")
+_SYMBOL_RUN = re.compile(r"(?<![\w\\])[^\w\s\"'“”‘’(),.;:]{2,}(?![\w])")
+"""Two or more symbols written together in free text (quotes and sentence punctuation excluded)."""
+
+
+_NAMING = re.compile(
+    r"\b(?:the\s+)?(?:words?|tokens?|terms?|prepositions?|conjunctions?|pronouns?|articles?|keywords?|verbs?|"
+    r"nouns?)\s+([A-Za-z]+)|\b(?:like|such\s+as|e\.g\.|including|namely)\s+([^.;:!?]+)",
+    re.IGNORECASE,
+)
+_CONNECTORS = frozenset({"and", "or", "the", "a", "an", "as", "well", "other", "etc"})
+
+
+def _named_words(text: str) -> set[str]:
+    """Words a text names explicitly, even function words: "the word that", "such as within, below"."""
+    named: set[str] = set()
+    for match in _NAMING.finditer(text):
+        if match.group(1):
+            named.add(match.group(1).lower())
+        else:
+            named.update(w.lower() for w in _WORD.findall(match.group(2)) if w.lower() not in _CONNECTORS)
+    return named
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ses") or word.endswith("shes") or word.endswith("ches"):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") else word
+
+
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ers", "ies", "ied", "ed", "er", "ly", "es", "s")
 
 
 def stem(word: str) -> str:
-    """A crude stem: lower case, one common English suffix removed when at least 3 letters remain."""
+    """A crude stem: lower case, one common English suffix removed when at least 3 letters remain ("es" only after
+    s, x, z, ch or sh)."""
     word = word.lower()
     for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            base = word[: -len(suffix)]
-            if suffix in ("ies", "ied"):
-                base += "y"
-            return base
+        if not word.endswith(suffix) or len(word) - len(suffix) < 3:
+            continue
+        base = word[: -len(suffix)]
+        if suffix == "es" and not base.endswith(("s", "x", "z", "ch", "sh")):
+            continue
+        if suffix in ("ies", "ied"):
+            base += "y"
+        return base
     return word
 
 
@@ -172,7 +212,7 @@ def _stem_match(token_stem: str, stems: frozenset[str]) -> bool:
         # a longer word starting with the stem ("dependency" for "depend"), or a subword piece of the word
         if len(word_stem) >= 4 and token_stem.startswith(word_stem):
             return True
-        if len(token_stem) >= 4 and word_stem.startswith(token_stem):
+        if len(token_stem) >= 5 and word_stem.startswith(token_stem):
             return True
     return False
 
@@ -183,17 +223,16 @@ _NUMBER = re.compile(r"^\d+([.,]\d+)?$")
 
 def predict_tokens(parsed: ParsedExplanation, tokens: Sequence[str]) -> list[float]:
     """Predicted level (0-10) of each token under a parsed explanation."""
+    # loose forms (case and edge spaces ignored): the first listed wins, as lists put the weightiest first
     loose_tokens: dict[str, float] = {}
     for token, level in parsed.tokens.items():
-        key = _loose(token)
-        loose_tokens[key] = max(loose_tokens.get(key, 0.0), level * LOOSE_FACTOR)
+        loose_tokens.setdefault(_loose(token), level * LOOSE_FACTOR)
     loose_contexts: dict[tuple[str, str], float] = {}
     for (token, previous), level in parsed.contexts.items():
-        key = (_loose(token), _loose(previous))
-        loose_contexts[key] = max(loose_contexts.get(key, 0.0), level * LOOSE_FACTOR)
+        loose_contexts.setdefault((_loose(token), _loose(previous)), level * LOOSE_FACTOR)
     loose_after: dict[str, float] = {}
     for previous, level in parsed.after.items():
-        loose_after[_loose(previous)] = max(loose_after.get(_loose(previous), 0.0), level * LOOSE_FACTOR)
+        loose_after.setdefault(_loose(previous), level * LOOSE_FACTOR)
     predictions = []
     for index, token in enumerate(tokens):
         previous = tokens[index - 1] if index else None
@@ -221,7 +260,7 @@ def _names_token(parsed: ParsedExplanation, key: str, letters: str) -> bool:
     """Whether the free text of an explanation names this token (stripped, case-folded)."""
     if parsed.stems and len(letters) >= 2 and _stem_match(stem(letters), parsed.stems):
         return True
-    if key in parsed.symbols:
+    if parsed.symbols and key and set(key) <= parsed.symbols:
         return True
     if "number" in parsed.classes and _NUMBER.match(key):
         return True
@@ -251,7 +290,7 @@ class TokenStat:
     count: int
     """Occurrences."""
     mean_level: float
-    """Mean normalized activation (0-10) over its occurrences."""
+    """Mean activation over its occurrences, as a level: activation / neuron max x 10 (negative below zero)."""
     high: int
     """Occurrences at or above half the neuron's maximum."""
 
@@ -261,7 +300,7 @@ class NeuronStatistics:
     """Token statistics of a neuron's explain excerpts, from which every variant is written."""
 
     unigrams: tuple[TokenStat, ...]
-    """Per token text, by total level (count x mean level), largest first."""
+    """Per token text, by weight (count x |mean level|), largest first."""
     contexts: dict[tuple[str, str], tuple[int, float]]
     """(token, previous) -> (count, mean level)."""
     after: dict[str, tuple[int, float]]
@@ -270,10 +309,15 @@ class NeuronStatistics:
 
 def normalize(activations: Sequence[float], scale: float) -> np.ndarray:
     """Activations on the 0-10 scale against `scale` (the neuron's max); negatives clip to 0."""
+    return np.clip(signed_levels(activations, scale), 0.0, prompts.SCALE_MAX)
+
+
+def signed_levels(activations: Sequence[float], scale: float) -> np.ndarray:
+    """Activations as levels against `scale` (the neuron's max = 10), negatives kept down to -10."""
     values = np.asarray(activations, dtype=np.float64)
     if scale <= 0:
         return np.zeros_like(values)
-    return np.clip(values / scale * prompts.SCALE_MAX, 0.0, prompts.SCALE_MAX)
+    return np.clip(values / scale * prompts.SCALE_MAX, -prompts.SCALE_MAX, prompts.SCALE_MAX)
 
 
 def neuron_statistics(excerpts: Sequence[NeuronExcerpt]) -> NeuronStatistics:
@@ -287,7 +331,7 @@ def neuron_statistics(excerpts: Sequence[NeuronExcerpt]) -> NeuronStatistics:
     after_sums: dict[str, float] = defaultdict(float)
     after_counts: dict[str, int] = defaultdict(int)
     for excerpt in excerpts:
-        levels = normalize(excerpt.activations, scale)
+        levels = signed_levels(excerpt.activations, scale)
         tokens = excerpt.excerpt.tokens
         for index, (token, level) in enumerate(zip(tokens, levels, strict=True)):
             sums[token] += level
@@ -301,7 +345,7 @@ def neuron_statistics(excerpts: Sequence[NeuronExcerpt]) -> NeuronStatistics:
                 after_counts[previous] += 1
     unigrams = sorted(
         (TokenStat(t, counts[t], sums[t] / counts[t], highs[t]) for t in counts),
-        key=lambda s: (-s.count * s.mean_level, s.token),
+        key=lambda s: (-s.count * abs(s.mean_level), s.token),
     )
     contexts = {k: (pair_counts[k], pair_sums[k] / pair_counts[k]) for k in pair_counts}
     after = {k: (after_counts[k], after_sums[k] / after_counts[k]) for k in after_counts}
@@ -314,70 +358,81 @@ class Variant:
 
     name: str
     max_tokens: int
-    """How many tokens are listed at most."""
-    levels: bool = True
-    """Write each token's mean level; False writes every listed token at 10 (a plain list)."""
-    min_level: float = 1.0
-    """Tokens whose mean level is below this are not listed."""
+    """How many tokens are listed at most (fewer when the text would pass the length cap)."""
+    signed: bool = True
+    """List tokens whose mean is below zero too (with negative levels)."""
+    plain: bool = False
+    """A plain list: the tokens most often at >= half the max, each at 10 (like the reference)."""
     contexts: int = 0
-    """How many "X after Y" contexts to add where the context changes the level a lot."""
+    """How many "X after Y" contexts to add where the previous token changes the level a lot."""
     after_rules: int = 0
     """How many "any token after Y" rules to add."""
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("top5-levels", 5),
-    Variant("top10-levels", 10),
-    Variant("top20-levels", 20),
-    Variant("top10-levels-contexts", 10, contexts=5),
-    Variant("top20-levels-contexts-after", 20, contexts=5, after_rules=2),
-    Variant("top5-plain", 5, levels=False, min_level=5.0),
-    Variant("top40-levels-contexts-after", 40, contexts=8, after_rules=3, min_level=0.5),
+    Variant("signed-60-contexts", 60, contexts=8),
+    Variant("signed-30-contexts", 30, contexts=5),
+    Variant("signed-60-contexts-after", 60, contexts=8, after_rules=3),
+    Variant("signed-15", 15),
+    Variant("positive-10", 10, signed=False),
+    Variant("plain-5", 5, plain=True),
 )
 """The candidates the baseline explainer writes, in order of preference when scores tie."""
 
+MIN_LEVEL = 0.05
+"""Tokens whose mean level is closer to zero than this are not listed (they read as 0 anyway)."""
 
-def _level(value: float) -> str:
-    return str(round(min(max(value, 0.0), prompts.SCALE_MAX)))
+
+def format_level(value: float) -> str:
+    """A level with at most one decimal: "10", "7.5", "-0.4"."""
+    text = f"{min(max(value, -prompts.SCALE_MAX), prompts.SCALE_MAX):.1f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
-def write_explanation(stats: NeuronStatistics, variant: Variant) -> str | None:
-    """One statistics explanation, or None when nothing qualifies."""
-    chosen = [s for s in stats.unigrams if s.mean_level >= variant.min_level][: variant.max_tokens]
-    if not variant.levels:
-        chosen = sorted(chosen, key=lambda s: (-s.high, -s.count, s.token))
-    items = [
-        prompts.BASELINE_TOKEN.format(token=prompts.quote_token(s.token),
-                                      level=_level(s.mean_level if variant.levels else prompts.SCALE_MAX))
-        for s in chosen
-    ]
-    listed = {s.token: s.mean_level for s in chosen}
+def write_explanation(stats: NeuronStatistics, variant: Variant, max_chars: int = 1000) -> str | None:
+    """One statistics explanation (at most `max_chars` long), or None when nothing qualifies."""
+    if variant.plain:
+        frequent = sorted((s for s in stats.unigrams if s.high), key=lambda s: (-s.high, s.token))
+        chosen = [(s.token, float(prompts.SCALE_MAX)) for s in frequent[: variant.max_tokens]]
+    else:
+        chosen = [(s.token, s.mean_level) for s in stats.unigrams
+                  if abs(s.mean_level) >= MIN_LEVEL and (variant.signed or s.mean_level > 0)][: variant.max_tokens]
+    levels = dict(chosen)
     extra = []
     if variant.contexts:
-        extra += _context_items(stats, listed, variant.contexts)
+        extra += _context_items(stats, levels, variant.contexts)
     if variant.after_rules:
         extra += _after_items(stats, variant.after_rules)
-    if not items and not extra:
-        return None
-    parts = [", ".join(items)] if items else []
-    parts += extra
-    return prompts.BASELINE_TEMPLATE.format(items="; ".join(parts))
+    items = [prompts.BASELINE_TOKEN.format(token=prompts.quote_token(t), level=format_level(v)) for t, v in chosen]
+    while items or extra:
+        positive = [item for item, (_, v) in zip(items, chosen, strict=False) if v > 0]
+        negative = [item for item, (_, v) in zip(items, chosen, strict=False) if v <= 0]
+        parts = [prompts.BASELINE_TEMPLATE.format(items=", ".join(positive))] if positive else []
+        if negative:
+            parts.append(prompts.BASELINE_NEGATIVE.format(items=", ".join(negative)))
+        parts += extra
+        text = "; ".join(parts)
+        if len(text) <= max_chars:
+            return text
+        if len(items) > len(extra):  # too long: drop the weakest token, or the last context
+            items.pop()
+        else:
+            extra.pop()
+    return None
 
 
 def _context_items(stats: NeuronStatistics, listed: dict[str, float], limit: int) -> list[str]:
-    """Bigrams whose level differs most from what the token list alone predicts (seen at least twice)."""
+    """Bigrams (seen at least twice) whose level differs most from what the token's own level predicts."""
     scored = []
     for (token, previous), (count, mean) in stats.contexts.items():
-        if count < 2 or mean < 2.0:
+        if count < 2:
             continue
         gain = count * abs(mean - listed.get(token, 0.0))
-        if gain >= 4.0:
+        if gain >= 2.0:
             scored.append((gain, token, previous, mean))
     scored.sort(key=lambda x: (-x[0], x[1], x[2]))
-    return [
-        prompts.BASELINE_CONTEXT.format(token=prompts.quote_token(t), previous=prompts.quote_token(p), level=_level(m))
-        for _, t, p, m in scored[:limit]
-    ]
+    return [prompts.BASELINE_CONTEXT.format(token=prompts.quote_token(t), previous=prompts.quote_token(p),
+                                            level=format_level(m)) for _, t, p, m in scored[:limit]]
 
 
 def _after_items(stats: NeuronStatistics, limit: int) -> list[str]:
@@ -385,7 +440,7 @@ def _after_items(stats: NeuronStatistics, limit: int) -> list[str]:
     scored = [(count * mean, previous, mean) for previous, (count, mean) in stats.after.items()
               if count >= 3 and mean >= 4.0]
     scored.sort(key=lambda x: (-x[0], x[1]))
-    return [prompts.BASELINE_AFTER.format(previous=prompts.quote_token(p), level=_level(m))
+    return [prompts.BASELINE_AFTER.format(previous=prompts.quote_token(p), level=format_level(m))
             for _, p, m in scored[:limit]]
 
 

@@ -140,7 +140,7 @@ def run_info(args: argparse.Namespace) -> int:
 def add_related(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("related", help="compute related tokens and related neurons of every neuron of a cache "
                        "(formulas: docs/related.md)")
-    p.add_argument("cache", type=Path)
+    p.add_argument("cache", type=Path, help="a cache written by `python -m core build`")
     p.add_argument("--show", metavar="LAYER:NEURON", help="print the related tables of one neuron (computes nothing)")
     p.add_argument("--tokens", type=_int_range("--tokens", 1, 1000), default=20,
                    help="input and output tokens kept each way per neuron (default 20)")
@@ -469,8 +469,59 @@ def run_show(args: argparse.Namespace) -> int:
 
 # --- entry point ------------------------------------------------------------------------------------------
 
+# --- demo: everything the dashboard shows, in one resumable command ---------------------------------------
+
+DEMO_CACHE = DEFAULT_CACHE_DIR / "smollm2-135m-stdlib.duckdb"
+DEMO_SPREAD = 290
+"""Neurons explained over layers 1-29 besides all of layer 0 (10 per layer)."""
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build the demo cache: record the default model over stdlib, related tables, "
+                       "and offline explanations of all of layer 0 plus a spread over the other layers")
+    p.add_argument("--cache", type=Path, default=DEMO_CACHE)
+    p.add_argument("--model", default="smollm2-135m", help="as for build (default: the built-in model)")
+    p.add_argument("--corpus", default="stdlib", help="as for build (default: the built-in stdlib corpus)")
+    p.add_argument("--tokens", type=_int_range("--tokens", 64, 2_000_000_000), default=100_000)
+    p.add_argument("--spread", type=_int_range("--spread", 0, 1_000_000), default=DEMO_SPREAD,
+                   help=f"neurons explained over the layers after 0 (default {DEMO_SPREAD})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Each step is the same code as its own command and skips what is already done, so a rerun resumes."""
+    from core.store import Store
+
+    quiet = ["--quiet"] if args.quiet else []
+    cache = str(args.cache)
+    parser = build_parser()
+
+    def step(title: str, argv: list[str]) -> int:
+        print(f"== {title}", file=sys.stderr)
+        parsed = parser.parse_args(argv)
+        return int(parsed.run(parsed))
+
+    for title, argv in (
+        ("1/4 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus", args.corpus,
+                                     "--tokens", str(args.tokens), *quiet]),
+        ("2/4 related tokens and neurons", ["related", cache, *quiet]),
+        ("3/4 explain layer 0", ["explain", cache, "--layers", "0", *quiet]),
+    ):
+        if code := step(title, argv):
+            return code
+    with Store.open(args.cache) as store:
+        layers = store.info().layers
+    if args.spread and layers > 1:
+        argv = ["explain", cache, "--layers", f"1-{layers - 1}", "--sample", str(args.spread), *quiet]
+        if code := step("4/4 explain a spread over the other layers", argv):
+            return code
+    print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_build, add_info, add_related, add_explain, add_score, add_show,
+    add_build, add_info, add_related, add_explain, add_score, add_show, add_demo,
 ]
 
 

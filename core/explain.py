@@ -44,6 +44,10 @@ HUMAN_SPEC = "human"
 MAX_CANDIDATES = 20
 """Most candidates one neuron may get (each is simulated on the CALIBRATE excerpts)."""
 
+SELECTION_MARGIN = 0.05
+"""Candidates come in order of preference; a later one replaces the kept one only when its top-and-random score on
+the CALIBRATE excerpts is higher by at least this much (10 excerpts: a smaller lead is mostly noise)."""
+
 
 class ExplainError(ValueError):
     """A bad explainer spec or option; the message says what to do."""
@@ -187,9 +191,11 @@ def clean_answer(text: str) -> str:
     prefix = prompts.EXPLAIN_ACTIVATIONS_PREFIX
     if text.lower().startswith(prefix):
         text = text[len(prefix) :].strip(" :,")
-    text = text.strip().strip("\"'`").strip()
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1].rstrip()
+    quotes = "\"'`"
+    if len(text) > 1 and text[0] in quotes and text[-1] == text[0]:
+        text = text[1:-1].strip()
     return text
 
 
@@ -302,7 +308,10 @@ def explain_neuron(
             calibrate = scoring_excerpts(store, neuron, Split.CALIBRATE)
             chosen = [Candidate(t, simulate_and_score(neuron, t, simulator, calibrate, Split.CALIBRATE).scores)
                       for t in texts]
-        best = max(chosen, key=_calibration_key)  # the first of equals: variants are in order of preference
+        best = chosen[0]
+        for candidate in chosen[1:]:
+            if _calibration_key(candidate) >= _calibration_key(best) + SELECTION_MARGIN:
+                best = candidate
         scored = simulate_and_score(neuron, best.text, simulator, scoring_excerpts(store, neuron), Split.SCORE)
     except SpendingCapReached:
         raise

@@ -167,7 +167,7 @@ BASELINE_VERSION = "baseline/1"
 """Version of the statistics explanation format (core.explain writes it, core.simulate reads it)."""
 
 BASELINE_TOKEN = "{token} ({level})"
-"""A listed token: its quoted text and its typical level on the 0-10 scale."""
+"""A listed token: its quoted text and its typical level (activation / neuron max x 10; negative below zero)."""
 
 BASELINE_CONTEXT = "{token} after {previous} ({level})"
 """A token that fires after a particular token (a bigram), with its level."""
@@ -176,7 +176,10 @@ BASELINE_AFTER = "any token after {previous} ({level})"
 """Every token right after a particular token, with its level."""
 
 BASELINE_TEMPLATE = "fires on {items}"
-"""The whole statistics explanation: `{items}` joined by "; "."""
+"""The tokens with positive levels, joined by ", "; the parts of an explanation are joined by "; "."""
+
+BASELINE_NEGATIVE = "below zero on {items}"
+"""The tokens whose typical activation is negative (negative levels)."""
 
 
 # --- all-at-once simulator (one prompt per excerpt) ---------------------------------------------------------------

@@ -147,12 +147,16 @@ class LocalSimulator:
 
     prompt_version = prompts.SIMULATE_ALL_VERSION
 
-    def __init__(self, model: str, *, batch_size: int = 8, reuse_prefix: bool = True) -> None:
+    def __init__(
+        self, model: str, *, batch_size: int = 8, reuse_prefix: bool = True, subject: SubjectModel | None = None
+    ) -> None:
         self.model_name = model
         self.spec = f"local:{model}"
         self.batch_size = max(1, batch_size)
+        """Excerpts per forward pass."""
         self.reuse_prefix = reuse_prefix
-        self._subject: SubjectModel | None = None
+        """Run the shared prompt prefix once per explanation and reuse its key/value cache."""
+        self._subject: SubjectModel | None = subject
         self._lock = threading.Lock()
 
     @property
@@ -351,6 +355,10 @@ class ApiSimulator:
 
     def _chat_logprobs(self, explanation: str, tokens: list[str]) -> list[float]:
         messages = prompts.simulate_chat_messages(explanation, tokens, json_answer=False)
+        if self.mode == "auto":  # a one-token probe: does this server return logprobs at all?
+            probe = self.client.chat(messages, max_tokens=1, top_logprobs=TOP_LOGPROBS)[0]
+            if probe.logprobs is None:
+                raise _Unsupported("the server returned no logprobs")
         answer = self.client.chat(messages, max_tokens=6 * len(tokens) + 16, top_logprobs=TOP_LOGPROBS)[0]
         if answer.logprobs is None:
             if self.mode == "auto":
@@ -485,12 +493,15 @@ def read_json_predictions(text: str, tokens: Sequence[str], *, truncated: bool =
 
 
 def _json_part(text: str) -> str:
-    """The JSON inside an answer (models sometimes wrap it in a code fence)."""
+    """The JSON inside an answer: models sometimes wrap it in a code fence or put a sentence before it."""
     text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`")
-        text = text[text.find("\n") + 1 :] if "\n" in text else text
-    return text
+    if text[:1] in "{[":
+        return text
+    fence = re.search(r"```(?:json)?\s*(.*?)(?:```|$)", text, re.DOTALL)
+    if fence:
+        return fence.group(1).strip()
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    return text[min(starts) :] if starts else text
 
 
 def _json_entry(entry: Any) -> tuple[str | None, float | None]:

@@ -593,21 +593,13 @@ class Store:
         human explanation (explainer "human") replaces an earlier one with the same text. Returns the new id.
         """
         with self.transaction() as cur:
-            stale = [neuron.layer, neuron.neuron, explainer, simulator]
-            cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS stale_explanations (explanation_id BIGINT); "
-                "DELETE FROM stale_explanations"
+            stale = (
+                "SELECT explanation_id FROM cache.explanations WHERE layer = ? AND neuron = ? AND explainer = ? "
+                "AND simulator = ? AND (status = ? OR (explainer = 'human' AND text = ?))"
             )
-            cur.execute(
-                "INSERT INTO stale_explanations SELECT explanation_id FROM cache.explanations "
-                "WHERE layer = ? AND neuron = ? AND explainer = ? AND simulator = ? "
-                "AND (status = ? OR (explainer = 'human' AND text = ?))",
-                [*stale, str(ExplanationStatus.FAILED), text],
-            )
-            for table in ("simulations", "scores", "explanations"):
-                cur.execute(
-                    f"DELETE FROM cache.{table} WHERE explanation_id IN (SELECT explanation_id FROM stale_explanations)"
-                )
+            params = [neuron.layer, neuron.neuron, explainer, simulator, str(ExplanationStatus.FAILED), text]
+            for table in ("simulations", "scores", "explanations"):  # explanations last: the others select through it
+                cur.execute(f"DELETE FROM cache.{table} WHERE explanation_id IN ({stale})", params)
             row = cur.execute("SELECT coalesce(max(explanation_id), 0) + 1 FROM cache.explanations").fetchone()
             explanation_id = int(row[0]) if row else 1
             cur.execute(
@@ -832,8 +824,8 @@ class Store:
         """All related_tokens and related_neurons rows of one layer, sorted by neuron, kind and rank."""
         cur = self._cursor()
         order = "WHERE layer = ? ORDER BY neuron, kind, rank"
-        tokens = cur.execute(f"SELECT * FROM cache.related_tokens {order}", [layer]).fetch_arrow_table()
-        neurons = cur.execute(f"SELECT * FROM cache.related_neurons {order}", [layer]).fetch_arrow_table()
+        tokens = cur.sql(f"SELECT * FROM cache.related_tokens {order}", params=[layer]).to_arrow_table()
+        neurons = cur.sql(f"SELECT * FROM cache.related_neurons {order}", params=[layer]).to_arrow_table()
         return tokens, neurons
 
     def related_settings(self) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ with st.expander(f"All explanations ({len(explanations)} from the pipeline, {len
               "random": s.score.score_random if s.score else None, "status": "suggested"} for s in suggestions]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    ui.generate_explanation(ctx)
+ui.generate_explanation(ctx)
 
 # --- statistics and histogram ---------------------------------------------------------------------------------
 st.subheader("Activations")
@@ -80,3 +80,4 @@ show("Bottom excerpts (lowest minimum activation)", [r for r in records if r.kin
 st.subheader("Related tokens")
 ui.related_tokens_panel(store, neuron, [RelatedTokenKind.ACTIVATION_TOP, RelatedTokenKind.INPUT_UP,
                                         RelatedTokenKind.OUTPUT_UP, RelatedTokenKind.OUTPUT_DOWN])
+ui.page_end()

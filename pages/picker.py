@@ -40,9 +40,12 @@ prev, lucky, nxt, _ = st.columns([1, 1, 1, 3])
 width = ctx.width
 index = ctx.neuron.layer * width + ctx.neuron.neuron
 total = ctx.layers * width
-prev.button("◀ Previous", on_click=ui.go_to, args=divmod((index - 1) % total, width), width="stretch")
-lucky.button("🎲 Random", on_click=ui.random_neuron, args=(ctx.layers, width), width="stretch")
-nxt.button("Next ▶", on_click=ui.go_to, args=divmod((index + 1) % total, width), width="stretch")
+prev.button("Previous", icon=":material/chevron_left:", on_click=ui.go_to, args=divmod((index - 1) % total, width),
+            width="stretch")
+lucky.button("Random", icon=":material/shuffle:", on_click=ui.random_neuron, args=(ctx.layers, width),
+             width="stretch")
+nxt.button("Next", icon=":material/chevron_right:", on_click=ui.go_to, args=divmod((index + 1) % total, width),
+           width="stretch")
 st.markdown(f"Showing **neuron {ctx.neuron.layer}:{ctx.neuron.neuron}** on every page — open it in:")
 links = st.columns(4)
 for column, (page, title) in zip(links, [("insights", "Insights"), ("scoring", "Scoring details"),
@@ -94,3 +97,4 @@ st.dataframe(
         "explanation": st.column_config.TextColumn(width="large"),
     },
 )
+ui.page_end()

@@ -23,27 +23,42 @@ GROUPS = [
 ]
 limit = st.slider("Neurons per list", 3, 10, 5, key="related_limit")
 found = {kind: store.related_neurons(neuron, kind, limit) for _, kind in GROUPS}
+
+
+def move(kind: str, options: dict[str, object]) -> None:
+    """Callback of a group's chips: go to the chosen neuron."""
+    chosen = options.get(st.session_state.get(f"related_{kind}_{neuron}") or "")
+    if chosen is not None:
+        ui.go_to(chosen.layer, chosen.neuron)
+
+
 if not any(found.values()):
     ui.not_computed("Related neurons", f"python -m core related {store.path}")
 else:
     rows = store.neuron_rows([r.neuron for related in found.values() for r in related])
     for title, kind in GROUPS:
-        if not found[kind]:
-            continue
         st.subheader(title)
+        if not found[kind]:
+            st.caption("none" + (" (layer 0 has no earlier layers)" if kind.startswith("upstream") and
+                                 neuron.layer == 0 else " (the last layer has no later layers)"
+                                 if kind.startswith("downstream") and neuron.layer == ctx.layers - 1 else ""))
+            continue
+        options = {f"→ {r.neuron.layer}:{r.neuron.neuron}": r.neuron for r in found[kind]}
+        st.pills("Go to", list(options), key=f"related_{kind}_{neuron}", on_change=move, args=(kind, options),
+                 label_visibility="collapsed")
+        table = []
         for related in found[kind]:
             other = rows.get(related.neuron)
-            go, share, strength, described = st.columns([1.2, 0.3, 1, 5], vertical_alignment="center")
-            with go:
-                ui.neuron_button(related.neuron, f"→ neuron {related.neuron.layer}:{related.neuron.neuron}",
-                                 key=f"related_{kind}_{related.neuron}", width="stretch")
-            share.markdown(f"[↗]({ui.share_url(related.neuron, 'related')})", help="open in a new tab")
-            strength.markdown(f"strength `{related.strength:+.3f}`")
-            with described:
-                text = other.explanation if other and other.explanation else "(no explanation yet)"
-                score = ui.fmt_score(other.score) if other else "undefined"
-                st.text(f"{text}  ·  score {score}")
+            table.append([f"{related.neuron.layer}:{related.neuron.neuron}",
+                          other.explanation if other and other.explanation else "(no explanation yet)",
+                          ui.fmt_score(other.score) if other else "undefined", f"{related.strength:+.3f}"])
+        st.html(ui.table_html(["neuron", "best explanation", "score", "strength"], table,
+                              bars=[r.strength for r in found[kind]],
+                              bar_scale=max(abs(r.strength) for r in found[kind]) or 1.0))
+        st.caption("Open a neuron in a new tab: " + " · ".join(
+            f"[{r.neuron.layer}:{r.neuron.neuron}]({ui.share_url(r.neuron, 'related')})" for r in found[kind]))
 
 st.subheader("Related tokens")
 ui.related_tokens_panel(store, neuron, [RelatedTokenKind.INPUT_UP, RelatedTokenKind.INPUT_DOWN,
                                         RelatedTokenKind.OUTPUT_UP, RelatedTokenKind.OUTPUT_DOWN])
+ui.page_end()

@@ -134,3 +134,4 @@ if ratings:
     st.dataframe(pd.DataFrame([{"rating": r.rating.value, "explanation": r.explanation_text, "score": r.score,
                                 "note": r.note, "by": r.author, "when (UTC)": r.created_at} for r in ratings]),
                  hide_index=True, width="stretch")
+ui.page_end()

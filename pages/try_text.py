@@ -10,8 +10,7 @@ import streamlit as st
 import components as ui
 from core.types import NeuronId
 
-MAX_TOKENS = 256
-"""Longest text (in tokens) one forward pass here reads."""
+MAX_TOKENS = 256  # longest text (in tokens) one forward pass here reads
 
 ctx = ui.page_context()
 store, neuron = ctx.store, ctx.neuron
@@ -22,7 +21,7 @@ with st.form("try_form"):
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
     run = st.form_submit_button("Run the model", type="primary")
 if run and text.strip():
-    result = ui.text_activations(ctx, text)
+    result = ui.text_activations(ctx, text, MAX_TOKENS)
     if isinstance(result, str):
         st.error(result)
     else:
@@ -31,6 +30,7 @@ if run and text.strip():
 found = st.session_state.get("try_result")
 if found is None or found[1] != neuron.layer:
     st.caption("Press **Run the model** to see activations.")
+    ui.page_end()
     st.stop()
 _, layer, tokens, acts = found  # acts: float32 [pos, n_neurons] of this layer
 stats = store.neuron_stats(neuron)
@@ -57,3 +57,4 @@ buttons = st.columns(5)
 for slot, i in enumerate(top[:5]):
     with buttons[slot]:
         ui.neuron_button(NeuronId(layer, int(i)), key=f"try_go_{i}")
+ui.page_end()

@@ -259,3 +259,58 @@ def openai_server_model(openai_server) -> str:
 
     with urllib.request.urlopen(f"{openai_server}/models", timeout=10) as response:
         return json.loads(response.read())["data"][0]["id"]
+
+
+# --- the dashboard (tests/app, tests/browser) ---------------------------------------------------------------------
+
+DASHBOARD_EXPLAINED = "0:0-7"
+"""Neurons the dashboard's prepared cache explains with the baseline explainer."""
+
+
+def _run_core(*args: str) -> None:
+    """`python -m core ARGS` from the repository root; RuntimeError with its output when it fails."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "core", *args], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m core {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def atlas_home(tmp_path_factory):
+    """NEURON_ATLAS_HOME for the session's dashboard runs: its own last-cache file, with the already converted
+    default model linked in (so nothing is converted again and the user's own home is left alone)."""
+    from core.models import model_home
+
+    home = tmp_path_factory.mktemp("atlas-home")
+    real = model_home() / "smollm2-135m"
+    if real.is_dir():
+        (home / "smollm2-135m").symlink_to(real.resolve(), target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NEURON_ATLAS_HOME", str(home))
+        yield home
+
+
+DASHBOARD_RELATED_LAYERS = 2
+"""Layers whose related tokens and neurons the dashboard's prepared cache holds (all 30 take minutes)."""
+
+
+@pytest.fixture(scope="session")
+def dashboard_cache(small_cache, default_model, atlas_home, tmp_path_factory) -> Path:
+    """The small cache with what the pipeline adds for the dashboard: baseline explanations of some layer-0
+    neurons (`python -m core explain`) and the related tables of the first layers (core.related, stopped after
+    DASHBOARD_RELATED_LAYERS). Read-only for the tests: hard-link it."""
+    import shutil
+
+    from core.related import compute_related
+    from core.store import Store
+
+    path = tmp_path_factory.mktemp("dashboard-cache") / "dashboard.duckdb"
+    shutil.copy(small_cache, path)
+    _run_core("explain", str(path), "--neurons", DASHBOARD_EXPLAINED, "--explainer", "baseline",
+              "--simulator", "baseline", "--quiet")
+    with Store.open(path, writable=True) as store:
+        compute_related(store, default_model, progress=False, stop_after_layers=DASHBOARD_RELATED_LAYERS)
+    return path

@@ -15,7 +15,7 @@ def test_versions_are_named_per_family():
 
 
 def test_activation_records_repeat_nonzero_lines_of_sparse_excerpts():
-    sparse = ExampleExcerpt(tuple("abcdefghij") + ("\n",), (0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0))
+    sparse = ExampleExcerpt((*"abcdefghij", "\n"), (0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0))
     dense = ExampleExcerpt(("x", "\ty"), (3, 10))
     assert prompts.format_activation_records([sparse, dense]) == (
         "<start>\na\t0\nb\t0\nc\t0\nd\t0\ne\t0\nf\t0\ng\t0\nh\t0\ni\t0\nj\t7\n\\n\t0\n<end>\n"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import html
 import os
+import re
 import shutil
 import threading
 import time
@@ -24,6 +25,11 @@ def texts(at) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def visible_text(markup: str) -> str:
+    """The text a browser shows for heatmap markup: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
 def no_errors(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -34,10 +40,6 @@ def dashboard_store(path) -> Store:
     import components
 
     return components._store_handle(str(path.resolve())).store
-
-
-def has_explanations(store: Store) -> bool:
-    return bool(store.explanations(NeuronId(0, 0)))
 
 
 def test_home_describes_the_cache_and_starts_at_neuron_0_0(app, app_cache):
@@ -110,8 +112,6 @@ def test_picker_goes_to_a_typed_neuron_and_lists_neurons(app, app_cache):
 def test_picker_search_finds_explanations(app, app_cache):
     at = app().run()
     store = dashboard_store(app_cache)
-    if not has_explanations(store):
-        pytest.skip("the cache has no explanations (core has no explain command yet)")
     word = store.explanations(NeuronId(0, 0))[0].text.split()[-1].strip("'\".,")
     at.switch_page("pages/picker.py").run()
     at.text_input(key="picker_search").input(word).run()
@@ -132,17 +132,13 @@ def test_insights_shows_activations_by_quantile_histogram_and_tokens(app, app_ca
     assert {m.label for m in at.metric} >= {"max", "min", "mean", "density"}
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     store = dashboard_store(app_cache)
-    if has_explanations(store):
-        assert store.explanations(NeuronId(0, 0))[0].text in written
+    assert html.escape(store.explanations(NeuronId(0, 0))[0].text, quote=True) in written
 
 
 def test_scoring_page_shows_real_and_simulated_activations(app, app_cache):
     at = app(layer=0, neuron=1).run()
     at.switch_page("pages/scoring.py").run()
     no_errors(at)
-    store = dashboard_store(app_cache)
-    if not has_explanations(store):
-        pytest.skip("the cache has no explanations (core has no explain command yet)")
     assert {m.label for m in at.metric} >= {"Score: top and random", "Top excerpts only", "Random excerpts only"}
     heatmaps = "".join(h.value for h in at.get("html") if "na-heatmap" in h.value)
     assert "simulated" in heatmaps and ">real<" in heatmaps
@@ -151,7 +147,6 @@ def test_scoring_page_shows_real_and_simulated_activations(app, app_cache):
     assert "border-bottom:3px solid rgba(22,163,74" in heatmaps
 
 
-@pytest.mark.skipif(importlib.util.find_spec("core.baseline") is None, reason="the baseline simulator is not here yet")
 def test_a_suggestion_is_scored_live_and_kept(app, app_cache):
     at = app(layer=0, neuron=2).run()
     at.switch_page("pages/scoring.py").run()
@@ -205,18 +200,18 @@ def test_home_lists_where_people_and_score_disagree(app, app_cache):
 
 
 def test_related_page_moves_to_a_related_neuron(app, app_cache):
-    at = app(layer=2, neuron=9).run()
+    at = app(layer=1, neuron=9).run()
     at.switch_page("pages/related.py").run()
     no_errors(at)
     store = dashboard_store(app_cache)
-    upstream = store.related_neurons(NeuronId(2, 9), "upstream_positive", 5)
-    if not upstream:
-        assert "not computed yet" in texts(at)
-        pytest.skip("the cache has no related neurons (core has no related command yet)")
+    upstream = store.related_neurons(NeuronId(1, 9), "upstream_positive", 5)
+    assert upstream and all(r.neuron.layer == 0 for r in upstream)
+    assert "not computed yet" not in texts(at)
     target = upstream[0].neuron
-    at.button(key=f"related_upstream_positive_{target}").click().run()
+    at.pills(key="related_upstream_positive_1:9").select(f"→ {target.layer}:{target.neuron}").run()
     assert at.title[0].value.startswith(f"Neuron {target.layer}:{target.neuron}")
-    assert at.query_params["layer"] == str(target.layer)
+    assert at.query_params.get("layer", "0") == str(target.layer)  # a default value leaves the URL
+    assert at.query_params.get("neuron", "0") == str(target.neuron)
 
 
 def test_try_your_own_text_runs_the_model_once_per_click(app, app_cache):
@@ -226,7 +221,8 @@ def test_try_your_own_text_runs_the_model_once_per_click(app, app_cache):
     next(b for b in at.button if b.label == "Run the model").click().run()
     no_errors(at)
     heatmap = next(h.value for h in at.get("html") if "na-heatmap" in h.value)
-    assert "&lt;script&gt;" in heatmap and "<script>" not in heatmap and "<b>" not in heatmap
+    assert "<script" not in heatmap and "<b>" not in heatmap and "&lt;" in heatmap
+    assert "<script>alert(1)</script>" in visible_text(heatmap)  # shown as text, token by token
     table = at.dataframe[0].value
     assert len(table) == 10 and all(name.startswith("1:") for name in table["neuron"])
     assert list(table["activation"]) == sorted(table["activation"], reverse=True)
@@ -260,7 +256,7 @@ def test_live_work_waits_in_line(app, app_cache):
     assert any("na-heatmap" in h.value for h in at.get("html"))
 
 
-def test_the_store_is_reattached_when_the_cache_file_is_replaced(app, small_cache, tmp_path, monkeypatch):
+def test_the_store_is_reattached_when_the_cache_file_is_replaced(app, small_cache, atlas_home, tmp_path, monkeypatch):
     path = tmp_path / "swap.duckdb"
     shutil.copy(small_cache, path)
     monkeypatch.setenv("NEURON_ATLAS_CACHE", str(path))
@@ -286,7 +282,25 @@ def test_without_a_cache_the_app_says_which_command_builds_one(app, atlas_home, 
     message = "\n".join(e.value for e in (*at.warning, *at.error))
     assert components.build_command() in message
     at.switch_page("pages/scoring.py").run()
-    assert not at.exception and "No cache is open" in at.warning[0].value
+    assert not at.exception and components.build_command() in at.warning[0].value
+
+
+def test_a_cache_in_use_elsewhere_is_reported_as_such(app, app_cache, tmp_path, monkeypatch):
+    """Another process holding the notes file (a second dashboard on the same cache) is named, not "build one"."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; held = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(60)", str(notes_path(app_cache))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        at = app().run()
+        message = "\n".join(e.value for e in at.warning)
+        assert "cannot be opened" in message and "in use by another process" in message
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_the_last_cache_is_remembered(app, app_cache, atlas_home, monkeypatch):
@@ -296,3 +310,35 @@ def test_the_last_cache_is_remembered(app, app_cache, atlas_home, monkeypatch):
     assert components.remembered_cache() == app_cache.resolve()
     monkeypatch.delenv("NEURON_ATLAS_CACHE")
     assert components.default_cache() == app_cache.resolve()
+
+
+def test_generating_an_explanation_keeps_it_as_a_scored_suggestion(app, app_cache):
+    at = app(layer=0, neuron=9).run()
+    at.switch_page("pages/insights.py").run()
+    assert "free" in texts(at)
+    at.button(key="generate").click().run()
+    no_errors(at)
+    kept = dashboard_store(app_cache).suggestions(NeuronId(0, 9))
+    assert len(kept) == 1 and kept[0].source == "baseline" and kept[0].text.startswith("fires on")
+    assert kept[0].score is not None and kept[0].score.simulator == "baseline"
+    assert "New explanation kept as a suggestion" in at.success[0].value
+    at.run()
+    assert any(kept[0].text in str(v) for v in at.dataframe[0].value["explanation"])
+
+
+def test_openai_settings_show_the_cost_and_never_the_key(app, app_cache):
+    secret = "sk-test-NEVER-SHOWN-4242"
+    at = app(layer=0, neuron=1).run()
+    at.switch_page("pages/insights.py").run()
+    at.radio(key="llm_backend").set_value("openai").run()
+    at.text_input(key="llm_api_key").input(secret).run()
+    no_errors(at)
+    assert at.text_input(key="llm_api_key").proto.type == at.text_input(key="llm_api_key").proto.PASSWORD
+    cost = next(c.value for c in at.caption if "will cost" in c.value)
+    assert re.search(r"about \*\*\$0\.\d{4}\*\* \(cap \$0\.50\)", cost)
+    shown = [str(e.value) for e in at.main if hasattr(e, "value")] + [texts(at)]
+    shown += [str(e.value) for e in at.sidebar if hasattr(e, "value") and e.key != "llm_api_key"]
+    assert not any(secret in s for s in shown)
+    at.switch_page("pages/scoring.py").run()
+    assert "openai:gpt-4o-mini" in texts(at) and secret not in texts(at)
+    assert secret.encode() not in notes_path(app_cache).read_bytes()

@@ -1,0 +1,234 @@
+"""core.simulate and core.baseline's reader: every simulator path, with a scripted client for the APIs and the real
+default model for the local one (whose forward passes are counted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fake_llm import FakeClient, answer, split_tokens, with_tops
+
+from core import prompts
+from core.baseline import BaselineSimulator, parse_explanation, predict_tokens, stem
+from core.llm import LLMError
+from core.simulate import (
+    ApiSimulator,
+    LocalSimulator,
+    SimulationError,
+    SimulatorSpecError,
+    expected_value,
+    make_simulator,
+    read_json_predictions,
+    read_line_predictions,
+)
+from core.types import Excerpt
+
+
+def _excerpts(*texts: list[str]) -> list[Excerpt]:
+    return [Excerpt(i, tuple(range(len(t))), tuple(t)) for i, t in enumerate(texts)]
+
+
+# --- baseline reader ----------------------------------------------------------------------------------------------
+
+
+def test_baseline_reads_quoted_tokens_levels_contexts_and_after_rules():
+    parsed = parse_explanation('fires on "return" (10), " yield" (6); " x" after "(" (7); any token after "def" (5)')
+    assert parsed.tokens == {"return": 10.0, " yield": 6.0}
+    assert parsed.contexts == {(" x", "("): 7.0}
+    assert parsed.after == {"def": 5.0}
+    tokens = ["return", " yield", "(", " x", " x", "def", " f", "Return"]
+    assert predict_tokens(parsed, tokens) == [10.0, 6.0, 0.0, 7.0, 0.0, 0.0, 5.0, 8.0]  # "Return": loose match
+
+
+def test_baseline_reads_escaped_and_single_quoted_tokens_but_not_apostrophes():
+    parsed = parse_explanation("""the tokens "\\n", '(' and 'if' (4); it's the word's end""")
+    assert parsed.tokens == {"\n": 10.0, "(": 10.0, "if": 4.0}
+    assert "word" not in parsed.tokens and "s the word" not in parsed.tokens
+
+
+def test_baseline_reads_free_text_by_stem_and_case():
+    parsed = parse_explanation("words about depending on something")
+    assert stem("depending") in parsed.stems
+    assert "word" not in parsed.stems and "something" not in parsed.stems
+    predicted = predict_tokens(parsed, [" depends", "Dependency", " on", " the", " Depend", " dep"])
+    assert predicted == [10.0, 10.0, 0.0, 0.0, 10.0, 0.0]
+
+
+def test_baseline_reads_symbol_and_class_words():
+    parsed = parse_explanation("closing parentheses and numbers")
+    assert predict_tokens(parsed, [")", " (", "x", " 42", "3.5", "a1"]) == [10.0, 10.0, 0.0, 10.0, 10.0, 0.0]
+
+
+def test_baseline_reads_words_a_text_names_even_function_words():
+    parsed = parse_explanation("the word that, and words meaning inside, such as within or below")
+    tokens = [" that", " within", " below", " the", " with", " inside"]
+    assert predict_tokens(parsed, tokens) == [10.0, 10.0, 10.0, 0.0, 0.0, 10.0]
+
+
+def test_baseline_reads_symbols_named_or_written():
+    parsed = parse_explanation("lines of equals signs or dashes, and the >>> prompt")
+    tokens = ["========", " --", "=-", "a=", " >>>", ">>", " prompt"]
+    assert predict_tokens(parsed, tokens) == [10.0, 10.0, 10.0, 0.0, 8.0, 0.0, 10.0]
+
+
+def test_baseline_simulator_never_fails_and_predicts_zero_for_nothing_named():
+    simulator = BaselineSimulator()
+    assert simulator.simulate("the of and", _excerpts(["a", "b"])) == [[0.0, 0.0]]
+    assert make_simulator("baseline").spec == "baseline"
+
+
+# --- making simulators --------------------------------------------------------------------------------------------
+
+
+def test_make_simulator_rejects_unknown_specs():
+    with pytest.raises(SimulatorSpecError, match="unknown simulator 'gpt4'"):
+        make_simulator("gpt4")
+    with pytest.raises(SimulatorSpecError):
+        make_simulator("baseline:extra")
+
+
+def test_make_simulator_openai_without_key_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(LLMError, match="no OpenAI API key"):
+        make_simulator("openai:gpt-4o-mini")
+
+
+# --- reading API answers ------------------------------------------------------------------------------------------
+
+
+def test_expected_value_renormalises_over_values():
+    alternatives = [("3", math.log(0.2)), (" 7", math.log(0.2)), ("the", math.log(0.6))]
+    assert expected_value(alternatives) == pytest.approx(5.0)
+    assert expected_value([("x", 0.0)]) is None
+    assert expected_value([("10", 0.0), ("11", 0.0)]) == pytest.approx(10.0)
+
+
+def test_line_answers_read_expected_values_at_the_value_tokens():
+    text = "1\t0\n2\t7\n3\t2"
+    tokens = split_tokens(text)
+
+    def tops(index: int, token: str) -> list[tuple[str, float]]:
+        if token == "7":
+            return [("7", math.log(0.5)), ("9", math.log(0.5))]
+        return [(token, 0.0)]
+
+    predictions = read_line_predictions(answer(text, with_tops(tokens, tops)), 3)
+    assert predictions == pytest.approx([0.0, 8.0, 2.0])
+
+
+def test_line_answers_must_align_with_the_text():
+    text = "1\t0\n3\t7\n"
+    with pytest.raises(SimulationError, match="not aligned"):
+        read_line_predictions(answer(text, with_tops(split_tokens(text), lambda i, t: [(t, 0.0)])), 3)
+
+
+def test_json_answers_are_checked_token_by_token():
+    tokens = ["The", " cat", "\n"]
+    good = json.dumps({"activations": [{"token": "The", "activation": 0}, {"token": "cat", "activation": 8},
+                                       {"token": "\\n", "activation": 12}]})
+    assert read_json_predictions(good, tokens) == [0.0, 8.0, 10.0]  # clamped to the scale
+    assert read_json_predictions("```json\n[1, 2, 3]\n```", tokens) == [1.0, 2.0, 3.0]
+    assert read_json_predictions('Here it is: {"activations": [1, 2, 3]}', tokens) == [1.0, 2.0, 3.0]
+    with pytest.raises(SimulationError, match="2 entries for 3 tokens"):
+        read_json_predictions(json.dumps({"activations": [0, 1]}), tokens)
+    wrong = json.dumps({"activations": [["dog", 0], ["cat", 1], ["\\n", 2]]})
+    with pytest.raises(SimulationError, match="1 of 3 tokens differ"):
+        read_json_predictions(wrong, tokens)
+    with pytest.raises(SimulationError, match=r"not JSON.*cut off"):
+        read_json_predictions('{"activations": [0, ', tokens, truncated=True)
+
+
+# --- the API simulator's three ways -------------------------------------------------------------------------------
+
+
+def _echo(prompt: str, **options) -> object:
+    """A completions server with echo + logprobs: the value 6 at every position."""
+    assert options["echo"] and options["logprobs"] == 5
+    tokens = [*split_tokens(prompt), "x"]
+    return answer(prompt + "x", with_tops(tokens, lambda i, t: [("6", math.log(0.9)), ("foo", math.log(0.1))]))
+
+
+def test_api_simulator_uses_completions_with_echo_when_the_server_has_them():
+    client = FakeClient(on_complete=_echo)
+    simulator = ApiSimulator(client)
+    excerpts = _excerpts(["The", " cat"], ["a", "\tb", "\n"])
+    assert simulator.simulate("cats", excerpts) == [[6.0, 6.0], [6.0, 6.0, 6.0]]
+    assert simulator.mode == "completions"
+    assert [kind for kind, _, _ in client.requests] == ["complete", "complete"]  # one call per excerpt
+    assert client.requests[0][1] == prompts.simulate_all_prompt("cats", ["The", " cat"])
+
+
+def test_api_simulator_falls_back_to_chat_logprobs():
+    def chat(messages, **options):
+        assert options["top_logprobs"] == 5
+        assert "1\ta\n2\tb\n3\tc" in messages[1]["content"]
+        text = "\n".join(f"{i}\t3" for i in range(1, 4))
+        return [answer(text, with_tops(split_tokens(text), lambda i, t: [(t, 0.0)]))]
+
+    client = FakeClient(on_chat=chat, on_complete=lambda prompt, **o: answer(prompt, None))
+    simulator = ApiSimulator(client)
+    assert simulator.simulate("x", _excerpts(["a", "b", "c"])) == [[3.0, 3.0, 3.0]]
+    assert simulator.mode == "logprobs"
+    # completions without logprobs, a one-token probe of chat logprobs, then the answer
+    assert [(kind, o.get("max_tokens")) for kind, _, o in client.requests] == [
+        ("complete", 1), ("chat", 1), ("chat", 34)]
+
+
+def test_api_simulator_asks_for_json_when_no_logprobs_come_back():
+    def chat(messages, **options):
+        if options.get("json_mode"):
+            return [answer(json.dumps({"activations": [["a", 1], ["b", 9]]}))]
+        return [answer("1\t1\n2\t9", None)]  # a server without logprobs (transformers serve)
+
+    client = FakeClient(on_chat=chat, on_complete=lambda prompt, **o: answer(prompt, None))
+    simulator = ApiSimulator(client)
+    assert simulator.simulate("x", _excerpts(["a", "b"], ["a", "b"])) == [[1.0, 9.0], [1.0, 9.0]]
+    assert simulator.mode == "json"
+    # settled: the second excerpt went straight to JSON (complete, chat probe, json for the first; json after)
+    assert [(kind, o.get("json_mode", False)) for kind, _, o in client.requests] == [
+        ("complete", False), ("chat", False), ("chat", True), ("chat", True)]
+
+
+def test_api_simulator_failure_is_an_error_never_zeros():
+    client = FakeClient(on_chat=lambda m, **o: [answer("I cannot help with that.", None)],
+                        on_complete=lambda prompt, **o: answer(prompt, None))
+    with pytest.raises(SimulationError, match="not JSON"):
+        ApiSimulator(client).simulate("x", _excerpts(["a", "b"]))
+
+
+# --- local, all at once -------------------------------------------------------------------------------------------
+
+
+def _count_forward_passes(subject):
+    """Install a counter on the decoder: the batch size of every forward pass."""
+    calls: list[int] = []
+    handle = subject.model.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(
+        int(kwargs["input_ids"].shape[0])), with_kwargs=True)
+    return calls, handle
+
+
+def test_local_simulator_makes_one_forward_pass_per_excerpt(default_model):
+    excerpts = _excerpts(["The", " meeting", " is", " in", " March"], ["def", " f", "(", "x", "):"],
+                         [" born", " in", " July"], ["1", "2"], ["a"])
+    simulator = LocalSimulator("smollm2-135m", batch_size=2, subject=default_model)
+    calls, handle = _count_forward_passes(default_model)
+    try:
+        predicted = simulator.simulate("names of months", excerpts)
+        batched = list(calls)
+        calls.clear()
+        simulator = LocalSimulator("smollm2-135m", batch_size=1, reuse_prefix=False, subject=default_model)
+        unshared = simulator.simulate("names of months", excerpts)
+    finally:
+        handle.remove()
+    # the shared prefix once (batch of 1), then the 5 excerpts in batches of 2: 5 excerpt rows in 3 passes
+    assert batched == [1, 2, 2, 1]
+    # without prefix reuse and batching: exactly one forward pass per excerpt
+    assert calls == [1, 1, 1, 1, 1]
+    assert [len(p) for p in predicted] == [len(e.tokens) for e in excerpts]
+    for a, b in zip(predicted, unshared, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+    assert all(0.0 <= v <= 10.0 for row in predicted for v in row)
+    # SmolLM2 writes "10" as two tokens: the values read are the single-token digits 0-9
+    assert simulator.value_ids()[1] == [float(v) for v in range(10)]
