@@ -15,7 +15,6 @@ import math
 import os
 import random
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import streamlit as st
 
 from core.models import model_home
 from core.store import Store, StoreError
-from core.types import LayerScores, NeuronId, NeuronStats
+from core.types import LayerScores, LiveScore, NeuronId, NeuronStats, Suggestion
 
 log = logging.getLogger(__name__)
 
@@ -526,28 +525,6 @@ def scores_by_layer_chart(rows: Sequence[LayerScores]) -> alt.Chart:
     )
 
 
-def token_bars(frame: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    """Horizontal bars of tokens by a value (tokens are axis text: drawn by vega as text, never as markup)."""
-    return (
-        alt.Chart(frame)
-        .mark_bar(color="#d9480f")
-        .encode(
-            y=alt.Y("token:N", sort="-x", title=None),
-            x=alt.X(f"{value}:Q", title=title),
-            tooltip=["token:N", alt.Tooltip(f"{value}:Q", format=".3f")],
-        )
-        .properties(height=max(120, 18 * len(frame)))
-    )
-
-
-# --- small helpers used by several pages -------------------------------------------------------------------------
-
-
-def wait_note(started: float) -> str:
-    """"took 1.2 s" for status lines."""
-    return f"took {time.perf_counter() - started:.1f} s"
-
-
 # --- the sidebar: cache and live-work settings --------------------------------------------------------------
 
 
@@ -711,10 +688,14 @@ TOKEN_KIND_TITLES: dict[str, str] = {
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars: Sequence[float] | None = None,
-               bar_scale: float = 1.0) -> str:
+               bar_scale: float = 1.0, widths: Sequence[int] | None = None) -> str:
     """A small HTML table, every cell escaped; optional bars behind the last column, widths from clamped numbers
-    (positive orange, negative blue). Lighter in the browser than a data grid for a few rows."""
-    parts = ['<table class="na-table" style="border-collapse:collapse;font-size:13px;width:100%">', "<tr>"]
+    (positive orange, negative blue); `widths` in percent per column. Lighter in the browser than a data grid."""
+    layout = ";table-layout:fixed" if widths else ""
+    parts = [f'<table class="na-table" style="border-collapse:collapse;font-size:13px;width:100%{layout}">']
+    if widths:
+        parts.append("<colgroup>" + "".join(f'<col style="width:{int(w)}%">' for w in widths) + "</colgroup>")
+    parts.append("<tr>")
     parts += [f'<th style="text-align:left;color:#666;font-weight:normal;border-bottom:1px solid #ddd;'
               f'padding:2px 6px">{escape(h)}</th>' for h in header]
     parts.append("</tr>")
@@ -835,7 +816,7 @@ def make_live_simulator(settings: LiveSettings, store: Store) -> Any:
                         "score from the command line with `python -m core score`") from error
 
 
-def live_score(ctx: PageContext, text: str) -> Any:
+def live_score(ctx: PageContext, text: str) -> LiveScore:
     """`text` simulated and scored for the context's neuron with the session's simulator (kept in the notes, reused
     when the same text was scored before with the same simulator)."""
     from core.types import LiveSimulation
@@ -858,7 +839,7 @@ def live_score(ctx: PageContext, text: str) -> Any:
     return store.add_live_score(neuron, text, spec, (scores.all, scores.top, scores.random), simulations)
 
 
-def suggest_live(ctx: PageContext, text: str, author: str) -> tuple[Any, Any] | str:
+def suggest_live(ctx: PageContext, text: str, author: str) -> tuple[Suggestion, LiveScore | None] | str:
     """Score a suggestion live and keep it; also score the neuron's best explanation with the same simulator so
     the two compare fairly. Returns (suggestion, current explanation's live score or None), or an error line."""
     from core.types import ExplanationStatus
@@ -954,7 +935,7 @@ def generate_explanation(ctx: PageContext) -> None:
                    if result.score else f"New explanation kept as a suggestion: {result.text}")
 
 
-def _generate(ctx: PageContext) -> Any:
+def _generate(ctx: PageContext) -> Suggestion | str:
     """Run the explainer and simulator of the session's backend on the context's neuron; the kept Suggestion, or an
     error line."""
     from core.explain import explain_neuron, make_explainer

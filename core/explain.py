@@ -16,6 +16,7 @@ Explainers (specs as `make_explainer` takes them)
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -91,38 +92,48 @@ class BaselineExplainer:
         return texts
 
 
-def top_words(excerpts: Sequence[NeuronExcerpt], limit: int, *, with_previous: bool = False) -> list[str]:
-    """The most active tokens (by total level) as words for the token-space prompt: edge spaces stripped, no
-    duplicates, blanks skipped; `with_previous` writes each as the phrase "previous token" + token."""
+_LETTERS = re.compile(r"[^\W\d_]{2,}")
+
+
+def top_tokens(
+    excerpts: Sequence[NeuronExcerpt], limit: int, *, with_previous: bool = False
+) -> list[tuple[str, str]]:
+    """The most active tokens (by total level) as (word for the token-space prompt, exact token) pairs: edge spaces
+    stripped, case-insensitive repeats dropped, and tokens with letters first (small models name themes of words,
+    not of punctuation). `with_previous` writes each word as the phrase "previous token" + token."""
     stats = neuron_statistics(excerpts)
-    words: list[str] = []
-    seen: set[str] = set()
-    best_previous: dict[str, tuple[int, str]] = {}
+    best_previous: dict[str, tuple[float, str]] = {}
     if with_previous:
         for (token, previous), (count, mean) in stats.contexts.items():
-            if count * mean > best_previous.get(token, (0, ""))[0]:
+            if count * mean > best_previous.get(token, (0.0, ""))[0]:
                 best_previous[token] = (count * mean, previous)
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for stat in stats.unigrams:
-        if stat.mean_level <= 0:
-            break
         word = prompts.show_token(stat.token).strip()
-        if not word or word.casefold() in seen:
+        if stat.mean_level <= 0 or not word or word.casefold() in seen:
             continue
         seen.add(word.casefold())
         if with_previous and stat.token in best_previous:
             word = (best_previous[stat.token][1] + stat.token).strip()
-        words.append(word)
-        if len(words) >= limit:
-            break
-    return words
+        found.append((word, stat.token))
+    wordy = [pair for pair in found if _LETTERS.search(pair[1])]
+    chosen = wordy if len(wordy) >= 3 else found
+    return chosen[:limit]
 
 
 TOKEN_SPACE_LISTS: tuple[tuple[int, bool], ...] = ((8, False), (5, False), (12, False), (6, True))
 """(how many words, with the previous token) of each candidate of the token-space explainer, in order."""
 
+TOKEN_SPACE_QUOTED = 6
+"""How many of the listed tokens are quoted after the theme."""
+
 
 class TokenSpaceExplainer:
-    """Names the theme of the neuron's top tokens with a plain-text few-shot completion (works with small models)."""
+    """Names the theme of the neuron's top tokens with a plain-text few-shot completion (works with small models).
+
+    The stored explanation is the theme followed by the tokens it was named from, quoted: people read the theme, and
+    a simulator that cannot relate a theme to tokens (the offline one) still has the tokens."""
 
     prompt_version = prompts.EXPLAIN_TOKENS_VERSION
     default_candidates = 1
@@ -135,13 +146,17 @@ class TokenSpaceExplainer:
     def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
         texts: list[str] = []
         for limit, with_previous in TOKEN_SPACE_LISTS[: max(1, candidates)]:
-            words = top_words(excerpts, limit, with_previous=with_previous)
-            if not words:
+            pairs = top_tokens(excerpts, limit, with_previous=with_previous)
+            if not pairs:
                 continue
-            answer = self.client.complete(prompts.explain_tokens_prompt(words), max_tokens=16,
+            answer = self.client.complete(prompts.explain_tokens_prompt([w for w, _ in pairs]), max_tokens=16,
                                           stop=list(prompts.EXPLAIN_TOKENS_STOP))
-            text = clean_answer(answer.text)
-            if text and text not in texts:
+            theme = clean_answer(answer.text)
+            if not theme:
+                continue
+            quoted = ", ".join(prompts.quote_token(t) for _, t in pairs[:TOKEN_SPACE_QUOTED])
+            text = prompts.EXPLAIN_TOKENS_RESULT.format(theme=theme, tokens=quoted)
+            if text not in texts:
                 texts.append(text)
         if not texts:
             raise ExplainFailure(f"{self.spec} named no theme for the top tokens")

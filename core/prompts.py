@@ -152,6 +152,9 @@ EXPLAIN_TOKENS_FEW_SHOT: tuple[tuple[str, str], ...] = (
 EXPLAIN_TOKENS_STOP = ("\n",)
 """The answer ends at the end of its line."""
 
+EXPLAIN_TOKENS_RESULT = "{theme} ({tokens})"
+"""The stored explanation: the theme the model named, then the quoted tokens it was named from."""
+
 
 def explain_tokens_prompt(words: Sequence[str]) -> str:
     """Plain-text few-shot prompt naming the theme of `words` (tokens stripped of edge spaces, most important

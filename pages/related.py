@@ -54,7 +54,7 @@ else:
                           ui.fmt_score(other.score) if other else "undefined", f"{related.strength:+.3f}"])
         st.html(ui.table_html(["neuron", "best explanation", "score", "strength"], table,
                               bars=[r.strength for r in found[kind]],
-                              bar_scale=max(abs(r.strength) for r in found[kind]) or 1.0))
+                              bar_scale=max(abs(r.strength) for r in found[kind]) or 1.0, widths=[10, 68, 10, 12]))
         st.caption("Open a neuron in a new tab: " + " · ".join(
             f"[{r.neuron.layer}:{r.neuron.neuron}]({ui.share_url(r.neuron, 'related')})" for r in found[kind]))
 

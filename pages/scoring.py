@@ -54,7 +54,9 @@ if not view.rows:
     st.caption("No scoring excerpts are stored for this neuron.")
 else:
     positive = max(stats.max_activation, 1e-9)
-    ui.heatmap_legend(positive, simulated=view.simulated)
+    ui.heatmap_legend(positive, simulated=view.simulated and mode == "overlaid")
+    if view.simulated and mode == "side by side":
+        st.caption("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale.")
     for kind, title in ((ExcerptKind.TOP, "Top scoring excerpts"), (ExcerptKind.RANDOM, "Random scoring excerpts")):
         rows = [row for row, k in zip(view.rows, view.kinds, strict=True) if k == kind]
         if rows:

@@ -46,15 +46,14 @@ ui.heatmap([ui.HeatmapRow(tokens, column.tolist(), f"{len(tokens)} tokens · max
 st.subheader(f"Which neurons of layer {layer} fire most on one token")
 position = st.selectbox("Token", range(len(tokens)), index=int(np.argmax(column)), key="try_position",
                         format_func=lambda i: f"{i}: {ui.display_token(tokens[i])!r}")
-top = np.argsort(-acts[position])[:10]
-rows = store.neuron_rows([NeuronId(layer, int(i)) for i in top])
-st.dataframe(pd.DataFrame([{"neuron": f"{layer}:{int(i)}", "activation": float(acts[position, i]),
-                            "explanation": (rows.get(NeuronId(layer, int(i))).explanation or "")
-                            if rows.get(NeuronId(layer, int(i))) else "",
-                            "score": rows[NeuronId(layer, int(i))].score if NeuronId(layer, int(i)) in rows else None}
-                           for i in top]), hide_index=True, width="stretch")
+top = [NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10]]
+rows = store.neuron_rows(top)
+st.dataframe(pd.DataFrame([{"neuron": f"{n.layer}:{n.neuron}", "activation": float(acts[position, n.neuron]),
+                            "explanation": rows[n].explanation if n in rows else None,
+                            "score": rows[n].score if n in rows else None} for n in top]),
+             hide_index=True, width="stretch")
 buttons = st.columns(5)
-for slot, i in enumerate(top[:5]):
+for slot, other in enumerate(top[:5]):
     with buttons[slot]:
-        ui.neuron_button(NeuronId(layer, int(i)), key=f"try_go_{i}")
+        ui.neuron_button(other, key=f"try_go_{other.neuron}")
 ui.page_end()

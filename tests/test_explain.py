@@ -114,11 +114,20 @@ def test_token_space_explainer_names_a_theme_with_plain_completions(copy_cache):
         assert options["stop"] == ["\n"]
         return answer(" depending on things")
 
-    explainer = make_explainer("local:tiny", client=FakeClient(on_complete=complete, spec="local:tiny"))
+    client = FakeClient(on_complete=complete, spec="local:tiny")
+    explainer = make_explainer("local:tiny", client=client)
     assert isinstance(explainer, TokenSpaceExplainer)
     with Store.open(copy_cache()) as store:
         excerpts = store.neuron_excerpts(NEURON, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
-    assert explainer.write(excerpts, 1) == ["depending on things"]
+    [text] = explainer.write(excerpts, 1)
+    theme, _, quoted = text.partition(" (")
+    assert theme == "depending on things"
+    from core.explain import top_tokens
+
+    pairs = top_tokens(excerpts, 8)
+    assert quoted == ", ".join(prompts.quote_token(t) for _, t in pairs[:6]) + ")"
+    words = [w for w, _ in pairs]
+    assert client.requests[0][1].endswith(f"Words: {', '.join(words)}\nCommon theme:")
 
 
 def test_clean_answer_and_unknown_explainers():

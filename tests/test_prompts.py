@@ -63,13 +63,20 @@ def test_token_space_prompt_golden():
     )
 
 
+def test_token_space_result_golden():
+    assert prompts.EXPLAIN_TOKENS_RESULT.format(theme="days", tokens='" Monday", "Friday"') == (
+        'days (" Monday", "Friday")'
+    )
+
+
 def test_baseline_format_golden():
     item = prompts.BASELINE_TOKEN.format(token=prompts.quote_token(' "x'), level=7)
     context = prompts.BASELINE_CONTEXT.format(token=prompts.quote_token("y"), previous=prompts.quote_token("\n"),
                                               level=4)
     after = prompts.BASELINE_AFTER.format(previous=prompts.quote_token("def"), level=6)
-    text = prompts.BASELINE_TEMPLATE.format(items="; ".join([item, context, after]))
-    assert text == 'fires on " \\"x" (7); "y" after "\\n" (4); any token after "def" (6)'
+    negative = prompts.BASELINE_NEGATIVE.format(items=prompts.BASELINE_TOKEN.format(token='","', level="-1.5"))
+    text = "; ".join([prompts.BASELINE_TEMPLATE.format(items=item), negative, context, after])
+    assert text == 'fires on " \\"x" (7); below zero on "," (-1.5); "y" after "\\n" (4); any token after "def" (6)'
 
 
 def test_all_at_once_prompt_golden_and_split_at_the_tab():

@@ -60,7 +60,7 @@ def tiny_build(tiny_subject, tiny_corpus_file, tmp_path_factory):
 
 
 def test_top_and_bottom_excerpts_are_exact(tiny_build):
-    cache, cfg, token_ids, acts = tiny_build
+    cache, cfg, _, acts = tiny_build
     with Store.open(cache) as store:
         for layer in range(2):
             for neuron in (0, 17, 47):
@@ -80,7 +80,7 @@ def test_top_and_bottom_excerpts_are_exact(tiny_build):
 
 
 def test_statistics_equal_brute_force(tiny_build):
-    cache, _, token_ids, acts = tiny_build
+    cache, _, _, acts = tiny_build
     with Store.open(cache) as store:
         for layer in range(2):
             for neuron in (0, 5, 47):

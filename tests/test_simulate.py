@@ -10,7 +10,6 @@ import pytest
 from fake_llm import FakeClient, answer, split_tokens, with_tops
 
 from core import prompts
-from core.baseline import BaselineSimulator, parse_explanation, predict_tokens, stem
 from core.llm import LLMError
 from core.simulate import (
     ApiSimulator,
@@ -29,56 +28,13 @@ def _excerpts(*texts: list[str]) -> list[Excerpt]:
     return [Excerpt(i, tuple(range(len(t))), tuple(t)) for i, t in enumerate(texts)]
 
 
-# --- baseline reader ----------------------------------------------------------------------------------------------
-
-
-def test_baseline_reads_quoted_tokens_levels_contexts_and_after_rules():
-    parsed = parse_explanation('fires on "return" (10), " yield" (6); " x" after "(" (7); any token after "def" (5)')
-    assert parsed.tokens == {"return": 10.0, " yield": 6.0}
-    assert parsed.contexts == {(" x", "("): 7.0}
-    assert parsed.after == {"def": 5.0}
-    tokens = ["return", " yield", "(", " x", " x", "def", " f", "Return"]
-    assert predict_tokens(parsed, tokens) == [10.0, 6.0, 0.0, 7.0, 0.0, 0.0, 5.0, 8.0]  # "Return": loose match
-
-
-def test_baseline_reads_escaped_and_single_quoted_tokens_but_not_apostrophes():
-    parsed = parse_explanation("""the tokens "\\n", '(' and 'if' (4); it's the word's end""")
-    assert parsed.tokens == {"\n": 10.0, "(": 10.0, "if": 4.0}
-    assert "word" not in parsed.tokens and "s the word" not in parsed.tokens
-
-
-def test_baseline_reads_free_text_by_stem_and_case():
-    parsed = parse_explanation("words about depending on something")
-    assert stem("depending") in parsed.stems
-    assert "word" not in parsed.stems and "something" not in parsed.stems
-    predicted = predict_tokens(parsed, [" depends", "Dependency", " on", " the", " Depend", " dep"])
-    assert predicted == [10.0, 10.0, 0.0, 0.0, 10.0, 0.0]
-
-
-def test_baseline_reads_symbol_and_class_words():
-    parsed = parse_explanation("closing parentheses and numbers")
-    assert predict_tokens(parsed, [")", " (", "x", " 42", "3.5", "a1"]) == [10.0, 10.0, 0.0, 10.0, 10.0, 0.0]
-
-
-def test_baseline_reads_words_a_text_names_even_function_words():
-    parsed = parse_explanation("the word that, and words meaning inside, such as within or below")
-    tokens = [" that", " within", " below", " the", " with", " inside"]
-    assert predict_tokens(parsed, tokens) == [10.0, 10.0, 10.0, 0.0, 0.0, 10.0]
-
-
-def test_baseline_reads_symbols_named_or_written():
-    parsed = parse_explanation("lines of equals signs or dashes, and the >>> prompt")
-    tokens = ["========", " --", "=-", "a=", " >>>", ">>", " prompt"]
-    assert predict_tokens(parsed, tokens) == [10.0, 10.0, 10.0, 0.0, 8.0, 0.0, 10.0]
-
-
-def test_baseline_simulator_never_fails_and_predicts_zero_for_nothing_named():
-    simulator = BaselineSimulator()
-    assert simulator.simulate("the of and", _excerpts(["a", "b"])) == [[0.0, 0.0]]
-    assert make_simulator("baseline").spec == "baseline"
-
-
 # --- making simulators --------------------------------------------------------------------------------------------
+
+
+def test_make_simulator_makes_the_offline_default():
+    simulator = make_simulator("baseline")
+    assert simulator.spec == "baseline" and simulator.prompt_version == prompts.BASELINE_VERSION
+    assert simulator.simulate("the word cat", _excerpts(["a", " cat"])) == [[0.0, 10.0]]
 
 
 def test_make_simulator_rejects_unknown_specs():

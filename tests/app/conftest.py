@@ -35,10 +35,3 @@ def app() -> Callable[..., object]:
         return test
 
     return make
-
-
-if os.environ.get("NA_DEV_PREPARED"):  # DEV-ONLY: remove before finishing
-
-    @pytest.fixture(scope="session")
-    def dashboard_cache() -> Path:
-        return Path(os.environ["NA_DEV_PREPARED"])

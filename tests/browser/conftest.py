@@ -91,14 +91,3 @@ def unsafe_cache(atlas_home, tmp_path_factory) -> Path:
 def unsafe_dashboard(unsafe_cache, atlas_home, artifacts) -> Iterator[Server]:
     with run_app(unsafe_cache, atlas_home, artifacts / "server-unsafe.log") as server:
         yield server
-
-
-if os.environ.get("NA_DEV_PREPARED"):  # DEV-ONLY: remove before finishing
-
-    @pytest.fixture(scope="session")
-    def dashboard_cache() -> Path:
-        return Path(os.environ["NA_DEV_PREPARED"])
-
-    @pytest.fixture(scope="session")
-    def unsafe_cache() -> Path:
-        return Path(os.environ["NA_DEV_UNSAFE"])
