@@ -120,7 +120,9 @@ class LayerRecorder:
         self.fine_hist = torch.zeros(n * HIST_FINE_BINS, dtype=torch.int64)
         self.max_act = torch.full((n,), -math.inf)
         self.min_act = torch.full((n,), math.inf)
-        self.token_sums = torch.zeros(n_vocab + 1, n)  # last row collects untracked tokens
+        # always cfg.token_vocab rows, however many distinct tokens a corpus has, so memory does not grow with
+        # the corpus; row n_vocab collects the untracked tokens
+        self.token_sums = torch.zeros(max(n_vocab, cfg.token_vocab) + 1, n)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
@@ -344,7 +346,7 @@ class LayerRecorder:
     def _token_means_table(
         self, layer: int, vocab_counts: np.ndarray, vocab_ids: np.ndarray, cfg: RecordConfig
     ) -> pa.Table:
-        sums = self.token_sums[:-1].numpy()  # [vocab, neuron]
+        sums = self.token_sums[: len(vocab_counts)].numpy()  # [vocab, neuron]
         usable = vocab_counts >= cfg.min_token_count
         means = sums[usable] / vocab_counts[usable, None]
         ids, counts = vocab_ids[usable], vocab_counts[usable]
