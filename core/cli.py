@@ -72,7 +72,8 @@ def add_build(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from core.corpus import build_corpus
     from core.models import load_model
-    from core.record import BuildPlan, RecordConfig, partial_dir, record_corpus
+    from core.record import BuildPlan, RecordConfig, record_corpus
+    from core.store import partial_dir
 
     if args.tokens < args.excerpt_len:
         raise CliError(f"--tokens ({args.tokens}) must be at least --excerpt-len ({args.excerpt_len})")

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from core.corpus import Corpus
 from core.models import SubjectModel, capture_neurons, run_decoder, token_strings
-from core.store import Store, replace_file, temp_path
+from core.store import Store, partial_dir, replace_file, temp_path
 from core.types import QUANTILE_BINS, ExcerptKind, Split, random_split, top_split
 
 log = logging.getLogger(__name__)
@@ -219,12 +219,11 @@ class LayerRecorder:
         vocab_ids: np.ndarray,
     ) -> tuple[pa.Table, pa.Table, pa.Table]:
         """Tables for neuron_stats, neuron_excerpts and token_means of this layer."""
-        cfg = self.cfg
         qs = [0.0] + [hi for _, hi in QUANTILE_BINS] + [1.0]
         edges = np.quantile(maxima, qs, axis=0).T.astype(np.float32)  # [neuron, 6]
         stats = self._stats_table(layer, tokens_seen, edges)
         excerpts = self._excerpt_table(layer, edges, pool_ids)
-        means = self._token_means_table(layer, vocab_counts, vocab_ids, cfg)
+        means = self._token_means_table(layer, vocab_counts, vocab_ids)
         return stats, excerpts, means
 
     def _stats_table(self, layer: int, tokens: int, edges: np.ndarray) -> pa.Table:
@@ -284,7 +283,6 @@ class LayerRecorder:
             cols["split"].append(split)
             acts_parts.append(acts)
 
-        no_bin = np.full(0, -1)
         for kind, ids_t, acts_t in (
             (ExcerptKind.TOP, self.top_ids, self.top_acts),
             (ExcerptKind.BOTTOM, self.bot_ids, self.bot_acts),
@@ -295,7 +293,7 @@ class LayerRecorder:
                 split = np.array([str(top_split(int(r))) for r in range(ids.shape[1])], dtype=object)[rank]
             else:
                 split = np.full(len(rank), str(Split.VIEW), dtype=object)
-            add(neuron, ids[neuron, rank], kind, rank, np.full(len(rank), -1) if len(rank) else no_bin, split,
+            add(neuron, ids[neuron, rank], kind, rank, np.full(len(rank), -1), split,
                 acts_t.numpy()[neuron, rank])
 
         # quantile samples, re-bucketed by the exact boundaries now that every maximum is known
@@ -343,9 +341,8 @@ class LayerRecorder:
             }
         )
 
-    def _token_means_table(
-        self, layer: int, vocab_counts: np.ndarray, vocab_ids: np.ndarray, cfg: RecordConfig
-    ) -> pa.Table:
+    def _token_means_table(self, layer: int, vocab_counts: np.ndarray, vocab_ids: np.ndarray) -> pa.Table:
+        cfg = self.cfg
         sums = self.token_sums[: len(vocab_counts)].numpy()  # [vocab, neuron]
         usable = vocab_counts >= cfg.min_token_count
         means = sums[usable] / vocab_counts[usable, None]
@@ -434,10 +431,6 @@ def _list_array(values: np.ndarray) -> pa.Array:
 
 
 # --- the build ------------------------------------------------------------------------------------------
-
-
-def partial_dir(cache_path: str | Path) -> Path:
-    return Path(str(cache_path) + ".partial")
 
 
 @dataclass(frozen=True)

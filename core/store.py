@@ -268,6 +268,11 @@ def notes_path(cache_path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".duckdb") + ".notes.duckdb")
 
 
+def partial_dir(cache_path: str | Path) -> Path:
+    """Where an unfinished build keeps its resumable progress."""
+    return Path(str(cache_path) + ".partial")
+
+
 def temp_path(cache_path: str | Path) -> Path:
     """Where a build writes before it renames the finished file into place."""
     path = Path(cache_path)
@@ -1222,7 +1227,7 @@ def _sql_path(path: Path) -> str:
 
 
 def _has_partial(path: Path) -> bool:
-    return temp_path(path).exists() or Path(str(path) + ".partial").exists()
+    return temp_path(path).exists() or partial_dir(path).exists()
 
 
 def replace_file(source: Path, target: Path) -> None:

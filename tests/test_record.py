@@ -14,8 +14,8 @@ import pytest
 
 from core.corpus import build_corpus
 from core.models import load_model, neuron_activations
-from core.record import BuildPlan, RecordConfig, partial_dir, record_corpus
-from core.store import Store
+from core.record import BuildPlan, RecordConfig, record_corpus
+from core.store import Store, partial_dir
 from core.types import QUANTILE_BINS, ExcerptKind, NeuronId, Split
 
 TINY_CORPUS = (
