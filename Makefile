@@ -35,10 +35,12 @@ app: demo
 
 test: setup-dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: setup-dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup-dev demo
 	$(PY) bench/record.py

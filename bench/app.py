@@ -31,14 +31,14 @@ sys.path.insert(0, str(ROOT / "tests" / "browser"))
 from harness import CHROMIUM, CHROMIUM_ARGS, atlas_home, run_app  # noqa: E402
 
 PAGES: dict[str, str] = {
-    "home": "",
+    "home": "",  # the default page: app.py runs pages/home.py
     "picker": "pages/picker.py",
     "insights": "pages/insights.py",
     "scoring": "pages/scoring.py",
     "related": "pages/related.py",
     "try": "pages/try_text.py",
 }
-"""Page -> its script for AppTest ("" for the home page in app.py)."""
+"""Page -> its script for AppTest ("" for the default page, the home page)."""
 
 BROWSER_PAGES = ("insights", "scoring", "related")
 """Pages whose neuron change is timed in the browser (the ones that redraw every panel for a neuron)."""
@@ -139,10 +139,11 @@ def main() -> int:
     args = parser.parse_args()
     cache = args.cache.resolve()
 
-    from core.store import Store
+    from core.paths import copy_cache
+    from core.store import open_reader
 
-    with Store.open(cache) as store:
-        info = store.info()
+    with open_reader(cache) as reader:
+        info = reader.info()
     print(f"cache {cache}: {info.model}, {info.layers} x {info.neurons_per_layer:,} neurons, {info.tokens:,} tokens, "
           f"{info.explanations:,} explanations; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(dir=cache.parent) as folder:
@@ -150,8 +151,8 @@ def main() -> int:
         os.environ["NEURON_ATLAS_HOME"] = str(home)
         # hard links: this process (AppTest) and the server each hold their own notes file beside the cache
         in_process, served = Path(folder) / "apptest.duckdb", Path(folder) / "served.duckdb"
-        os.link(cache, in_process)
-        os.link(cache, served)
+        copy_cache(cache, in_process, link=True)
+        copy_cache(cache, served, link=True)
         print("\nserver render time per page (AppTest, one run = frame + page for a new neuron)")
         print(f"{'page':<10} {'median ms':>10} {'max ms':>8}  target < 300 ms")
         for page, times in server_times(in_process, args.runs, info.layers, info.neurons_per_layer).items():

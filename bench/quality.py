@@ -41,7 +41,7 @@ from core.baseline import BaselineSimulator, reference_explanation  # noqa: E402
 from core.explain import BaselineExplainer, explain_neuron, make_explainer  # noqa: E402
 from core.score import ScoredExplanation, scoring_excerpts, simulate_and_score  # noqa: E402
 from core.simulate import SimulationError, Simulator, make_simulator  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.store import CacheReader, open_reader  # noqa: E402
 from core.types import Excerpt, ExcerptKind, NeuronId, Split  # noqa: E402
 
 FREE_TEXT = ROOT / "tests" / "data" / "free_text_explanations.json"
@@ -78,7 +78,7 @@ def _zero(values: Sequence[float | None]) -> list[float]:
     return [0.0 if v is None else v for v in values]
 
 
-def sample_neurons(store: Store, per_layer: int, seed: int) -> list[NeuronId]:
+def sample_neurons(store: CacheReader, per_layer: int, seed: int) -> list[NeuronId]:
     """`per_layer` neurons of every layer, drawn with a fixed seed."""
     info = store.info()
     rng = np.random.default_rng(seed)
@@ -86,7 +86,7 @@ def sample_neurons(store: Store, per_layer: int, seed: int) -> list[NeuronId]:
             for n in sorted(rng.choice(info.neurons_per_layer, per_layer, replace=False))]
 
 
-def score_on(store: Store, neuron: NeuronId, text: str | None, simulator: Simulator) -> ScoredExplanation | None:
+def score_on(store: CacheReader, neuron: NeuronId, text: str | None, simulator: Simulator) -> ScoredExplanation | None:
     if not text:
         return None
     excerpts = scoring_excerpts(store, neuron, Split.SCORE)
@@ -95,7 +95,7 @@ def score_on(store: Store, neuron: NeuronId, text: str | None, simulator: Simula
 
 def run_pair(
     name: str,
-    store: Store,
+    store: CacheReader,
     neurons: Sequence[NeuronId],
     write: Callable[[NeuronId], str | None],
     simulator: Simulator,
@@ -173,7 +173,7 @@ def main() -> int:
     args = parser.parse_args()
     ensure_cache(args.cache, args.tokens)
     results: list[PairResult] = []
-    with Store.open(args.cache) as store:
+    with open_reader(args.cache) as store:
         info = store.info()
         neurons = sample_neurons(store, args.per_layer, args.seed)
         print(f"{info.model} over {info.tokens:,} tokens of {info.corpus}: {len(neurons)} neurons "

@@ -26,7 +26,7 @@ import torch
 
 from core.models import load_model
 from core.related import RelatedConfig, check_cache, compute_related, vocab_size
-from core.store import Store
+from core.store import open_results_writer
 
 TARGET_SECONDS = 600.0
 TARGET_PEAK_GB = 4.0
@@ -71,7 +71,7 @@ def main() -> int:
     load_before = os.getloadavg()
     gflops_before = sgemm_gflops()
     started = time.perf_counter()
-    with Store.open(copy, writable=True) as store:
+    with open_results_writer(copy) as store:
         meta = check_cache(store)
         subject = load_model(meta["model"])
         load_seconds = time.perf_counter() - started

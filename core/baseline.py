@@ -138,7 +138,9 @@ def parse_explanation(text: str) -> ParsedExplanation:
     words = [w.lower() for w in _WORD.findall(free)]
     if words[:2] == ["fires", "on"]:
         words = words[2:]
-    stems, symbols, classes = set(), set(), set()
+    stems: set[str] = set()
+    symbols: set[str] = set()
+    classes: set[str] = set()
     for run in _SYMBOL_RUN.findall(free):  # written symbols such as ">>>" or "->" name themselves
         tokens.setdefault(run, FREE_TEXT_LEVEL)
     named = _named_words(free)
@@ -228,11 +230,11 @@ def predict_tokens(parsed: ParsedExplanation, tokens: Sequence[str]) -> list[flo
     for token, level in parsed.tokens.items():
         loose_tokens.setdefault(_loose(token), level * LOOSE_FACTOR)
     loose_contexts: dict[tuple[str, str], float] = {}
-    for (token, previous), level in parsed.contexts.items():
-        loose_contexts.setdefault((_loose(token), _loose(previous)), level * LOOSE_FACTOR)
+    for (token, before), level in parsed.contexts.items():
+        loose_contexts.setdefault((_loose(token), _loose(before)), level * LOOSE_FACTOR)
     loose_after: dict[str, float] = {}
-    for previous, level in parsed.after.items():
-        loose_after.setdefault(_loose(previous), level * LOOSE_FACTOR)
+    for before, level in parsed.after.items():
+        loose_after.setdefault(_loose(before), level * LOOSE_FACTOR)
     predictions = []
     for index, token in enumerate(tokens):
         previous = tokens[index - 1] if index else None

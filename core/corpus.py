@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import random
-import sys
 import sysconfig
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -198,36 +197,6 @@ def build_corpus(
     return Corpus(token_ids=np.stack(rows).astype(np.int32, copy=False), sources=tuple(labels), report=report)
 
 
-def describe_source(source: str) -> str:
-    """One line naming the source's kind, for `info` and the app; reads only metadata."""
-    if source == STDLIB:
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return f"stdlib (Python {version} reference text, docstrings and source)"
-    path = Path(source).expanduser()
-    if not path.exists():
-        return f"{source} (not found)"
-    kind = _source_kind(path)
-    if kind == "hf":
-        try:
-            splits = _hf_splits(path)
-        except CorpusError:
-            splits = []
-        names = ", ".join(name for name, _ in splits if name)
-        return f"saved Hugging Face dataset {path.name}" + (f" (splits: {names})" if names else "")
-    if kind == "folder":
-        return f"folder of text files {source}"
-    size = _human_size(path.stat().st_size)
-    if kind == "parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            return f"Parquet file {path.name} ({pq.ParquetFile(path).metadata.num_rows:,} rows, {size})"
-        except Exception:  # a description must not fail; reading will say what is wrong
-            return f"Parquet file {path.name} ({size})"
-    names = {"json": "JSON lines file", "arrow": "Arrow file", "text": "text file"}
-    return f"{names[kind]} {path.name} ({size})"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Documents to excerpts
 
@@ -291,7 +260,7 @@ def _batches(pieces: Iterable[_Piece]) -> Iterator[list[_Piece]]:
 
 def _cut_excerpts(
     pieces: Iterator[_Piece], tokenizer: Any, excerpt_len: int, sep_ids: list[int], tally: _Tally
-) -> Iterator[_Excerpt]:
+) -> Generator[_Excerpt, None, None]:
     """Windows of excerpt_len tokens: long documents cut in place, short ones packed (see module docstring)."""
     serial = -1
     doc: list[int] = []  # ids of the current document not yet in a window
@@ -706,7 +675,7 @@ def _stdlib_streams(seed: int, tally: _Tally) -> list[tuple[float, Iterator[_Pie
 
 def _stdlib_files(root: Path) -> list[str]:
     """Relative paths of the stdlib's .py files (no tests, no site-packages), sorted."""
-    found = []
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith((".", "config-")))
         rel = Path(dirpath).relative_to(root)
@@ -817,13 +786,3 @@ def _nothing_usable(source: str, tally: _Tally, excerpt_len: int) -> str:
     if not parts:
         parts.append("no text found")
     return f"no usable text in {source}: " + "; ".join(parts)
-
-
-def _human_size(size: int) -> str:
-    """Bytes as "812 B", "12.3 KB", "1.2 MB", "3.4 GB"."""
-    if size < 1000:
-        return f"{size} B"
-    for unit, scale in (("KB", 1e3), ("MB", 1e6)):
-        if size < 1000 * scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size / 1e9:.1f} GB"

@@ -28,16 +28,13 @@ from core import prompts
 from core.baseline import BASELINE_SPEC, VARIANTS, neuron_statistics, normalize, write_candidates
 from core.score import ScoredExplanation, ScoreError, check_explanation, scoring_excerpts, simulate_and_score
 from core.simulate import SimulationError, Simulator
-from core.store import Store
+from core.store import CacheReader, ResultsWriter
 from core.types import ExcerptKind, ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
 
 if TYPE_CHECKING:
     from core.llm import LLMClient, Usage
 
 log = logging.getLogger(__name__)
-
-EXPLAINER_FORMS = "baseline, local (the built-in smollm2-135m), local:MODEL, or openai:MODEL"
-"""The valid explainer specs, for messages."""
 
 HUMAN_SPEC = "human"
 """Explainer spec stored with an explanation a person wrote (`python -m core score --explanation`)."""
@@ -50,10 +47,6 @@ SELECTION_MARGIN = 0.05
 the CALIBRATE excerpts is higher by at least this much (10 excerpts: a smaller lead is mostly noise)."""
 
 
-class ExplainError(ValueError):
-    """A bad explainer spec or option; the message says what to do."""
-
-
 class ExplainFailure(Exception):
     """An explainer produced nothing usable for one neuron (stored as that neuron's failure)."""
 
@@ -63,11 +56,14 @@ class Explainer(Protocol):
 
     spec: str
     """As stored: "baseline", "local:smollm2-135m", "openai:gpt-4o"."""
-    model: str | None
-    """The language model that writes (None for baseline)."""
     prompt_version: str
     default_candidates: int
     """Candidates written when the caller asks for no particular number."""
+
+    @property
+    def model(self) -> str | None:
+        """The language model that writes (None for baseline)."""
+        ...
 
     def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
         """Up to `candidates` distinct explanation texts (ExplainFailure, or core.llm.LLMError, when none)."""
@@ -214,19 +210,19 @@ def clean_answer(text: str) -> str:
     return text
 
 
-def make_explainer(spec: str, *, client: LLMClient | None = None, **client_options: object) -> Explainer:
-    """An explainer for `spec` (see EXPLAINER_FORMS). LLM explainers use `client`, or one made from the options
-    (core.llm.make_client's keywords: store, base_url, api_key, max_cost_usd, concurrency, ...)."""
-    kind = spec.strip().partition(":")[0].lower()
-    if spec.strip().lower() == BASELINE_SPEC:
+def make_explainer(spec: str, *, client: LLMClient | None = None) -> Explainer:
+    """An explainer for `spec` ("baseline", "local[:MODEL]" or "openai:MODEL"; core.backends.BackendSpec reads it).
+    LLM explainers use `client` (core.backends.wire makes it), or a client with the default settings."""
+    from core.backends import BackendKind, BackendSpec
+
+    parsed = BackendSpec.parse(spec, "explainer")
+    if parsed.kind == BackendKind.BASELINE:
         return BaselineExplainer()
-    if kind not in ("local", "openai"):
-        raise ExplainError(f"unknown explainer {spec!r}: use {EXPLAINER_FORMS}")
     if client is None:
         from core.llm import make_client
 
-        client = make_client(spec, **client_options)  # type: ignore[arg-type]
-    if kind == "local":
+        client = make_client(spec)
+    if parsed.kind == BackendKind.LOCAL:
         return TokenSpaceExplainer(client)
     return ActivationExplainer(client)
 
@@ -277,7 +273,7 @@ def _calibration_key(candidate: Candidate) -> float:
 
 
 def explain_neuron(
-    store: Store,
+    store: CacheReader,
     neuron: NeuronId,
     explainer: Explainer,
     simulator: Simulator,
@@ -337,7 +333,7 @@ def explain_neuron(
                              time.perf_counter() - started)
 
 
-def save_result(store: Store, result: ExplanationResult) -> int:
+def save_result(store: ResultsWriter, result: ExplanationResult) -> int:
     """Store a result (replacing earlier failed runs of the same neuron, explainer and simulator); its id."""
     best_calibration = None
     for candidate in result.candidates:
@@ -359,7 +355,7 @@ def save_result(store: Store, result: ExplanationResult) -> int:
     )
 
 
-def save_human_explanation(store: Store, scored: ScoredExplanation, prompt_version: str | None = None) -> int:
+def save_human_explanation(store: ResultsWriter, scored: ScoredExplanation, prompt_version: str | None = None) -> int:
     """Store an explanation a person wrote, scored by `score_explanation` (an earlier one with the same text and
     simulator is replaced)."""
     return store.add_explanation(
@@ -437,7 +433,7 @@ def summarize(records: dict[NeuronId, ExplanationRecord], neurons: Sequence[Neur
 
 
 def explain_neurons(
-    store: Store,
+    store: ResultsWriter,
     neurons: Sequence[NeuronId],
     explainer: Explainer,
     simulator: Simulator,

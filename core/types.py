@@ -140,7 +140,7 @@ class TokenMean:
     mean_activation: float
 
 
-# --- what people write in the dashboard (stored in CACHE.notes.duckdb by app.py through the Store) ---
+# --- what people write in the dashboard (NAME.notes.duckdb, written through core.store.NotesStore) ---
 
 
 class Rating(StrEnum):
@@ -159,7 +159,7 @@ class LiveSimulation:
     """The simulator's prediction for one scoring excerpt, made live in the dashboard."""
 
     excerpt_id: int
-    normalized_activations: tuple[float, ...]
+    normalized_predictions: tuple[float, ...]
     """Predicted activation of each token on the 0-10 scale."""
     score: float | None
     """Pearson correlation with the real activations on this excerpt alone; None when undefined."""

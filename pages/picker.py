@@ -1,16 +1,23 @@
 """Find a neuron: go to one by number, step or jump at random, or pick from a table filtered by layer, sorted by
-score, density or maximum activation, and searched by explanation text."""
+score, density or maximum activation, and searched by explanation text.
+
+Data: core.views.neuron_list (cached per filter for every session)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-import components as ui
+from core import views
 from core.types import NeuronId
+from dashboard import widgets
+from dashboard.state import page_context
 
-ctx = ui.page_context()
-store = ctx.store
+TABLE_ROWS = 500
+"""Most neurons the table lists at once."""
+
+ctx = page_context()
+layers, neurons_per_layer = ctx.info.layers, ctx.info.neurons_per_layer
 st.title("Find a neuron")
 
 
@@ -22,12 +29,12 @@ def go_typed() -> None:
     except ValueError as error:
         st.session_state["picker_error"] = str(error)
         return
-    if not (0 <= target.layer < ctx.layers and 0 <= target.neuron < ctx.width):
-        st.session_state["picker_error"] = (f"{target} is out of range: layers 0-{ctx.layers - 1}, "
-                                            f"neurons 0-{ctx.width - 1}")
+    if not (0 <= target.layer < layers and 0 <= target.neuron < neurons_per_layer):
+        st.session_state["picker_error"] = (f"{target} is out of range: layers 0-{layers - 1}, "
+                                            f"neurons 0-{neurons_per_layer - 1}")
         return
     st.session_state["picker_error"] = ""
-    ui.go_to(target.layer, target.neuron)
+    widgets.go_to(target.layer, target.neuron)
 
 
 with st.form("picker_form", border=False):
@@ -37,55 +44,48 @@ with st.form("picker_form", border=False):
 if st.session_state.get("picker_error"):
     st.error(st.session_state["picker_error"])
 prev, lucky, nxt, _ = st.columns([1, 1, 1, 3])
-width = ctx.width
-index = ctx.neuron.layer * width + ctx.neuron.neuron
-total = ctx.layers * width
-prev.button("Previous", icon=":material/chevron_left:", on_click=ui.go_to, args=divmod((index - 1) % total, width),
+prev.button("Previous", icon=":material/chevron_left:", on_click=widgets.step, args=(-1, layers, neurons_per_layer),
             width="stretch")
-lucky.button("Random", icon=":material/shuffle:", on_click=ui.random_neuron, args=(ctx.layers, width),
+lucky.button("Random", icon=":material/shuffle:", on_click=widgets.random_neuron, args=(layers, neurons_per_layer),
              width="stretch")
-nxt.button("Next", icon=":material/chevron_right:", on_click=ui.go_to, args=divmod((index + 1) % total, width),
+nxt.button("Next", icon=":material/chevron_right:", on_click=widgets.step, args=(1, layers, neurons_per_layer),
            width="stretch")
-st.markdown(f"Showing **neuron {ctx.neuron.layer}:{ctx.neuron.neuron}** on every page — open it in:")
-links = st.columns(4)
-for column, (page, title) in zip(links, [("insights", "Insights"), ("scoring", "Scoring details"),
-                                         ("related", "Related neurons"), ("try", "Try your own text")], strict=True):
+st.markdown(f"Showing **neuron {ctx.neuron}** on every page — open it in:")
+links = [("insights", "Insights"), ("scoring", "Scoring details"), ("related", "Related neurons"),
+         ("try", "Try your own text")]
+for column, (page, title) in zip(st.columns(4), links, strict=True):
     with column:
-        ui.page_link_here(page, title)
+        widgets.page_link(page, title)
 
 st.subheader("All neurons")
 f_layer, f_sort, f_dir, f_search = st.columns([1, 1, 1, 3])
-layer = f_layer.selectbox("Layer", ["all", *range(ctx.layers)], key="picker_layer")
+layer = f_layer.selectbox("Layer", ["all", *range(layers)], key="picker_layer")
 order = f_sort.selectbox("Sort by", ["score", "density", "max", "min", "neuron"], key="picker_order",
                          format_func={"score": "score", "density": "density", "max": "max activation",
                                       "min": "min activation", "neuron": "layer, index"}.__getitem__)
 descending = f_dir.toggle("Descending", value=True, key="picker_desc")
 search = f_search.text_input("Search explanations", key="picker_search", placeholder="e.g. return, numbers, code")
-layer_filter = None if layer == "all" else int(layer)
-limit = 500
-count = store.count_neurons(layer=layer_filter, search=search)
-rows = store.neuron_table(layer=layer_filter, search=search, order=order, descending=descending, limit=limit)
-st.caption(f"{count:,} neurons match" + (f"; showing the first {limit}" if count > limit else "")
-           + ". Select a row to move there.")
-st.session_state["_picker_rows"] = [(r.neuron.layer, r.neuron.neuron) for r in rows]
+found = ctx.view(views.neuron_list, None if layer == "all" else int(layer), search, order, descending, TABLE_ROWS)
+st.caption(f"{found.count:,} neurons match" + (f"; showing the first {found.limit}" if found.count > found.limit
+                                               else "") + ". Select a row to move there.")
+shown = [row.neuron for row in found.rows]
 
 
 def picked() -> None:
     """Callback of the table: move to the selected row's neuron."""
     selection = st.session_state["picker_table"].selection.rows
-    shown = st.session_state.get("_picker_rows", [])
     if selection and selection[0] < len(shown):
-        ui.go_to(*shown[selection[0]])
+        widgets.go_to(shown[selection[0]].layer, shown[selection[0]].neuron)
 
 
 frame = pd.DataFrame({
-    "layer": [r.neuron.layer for r in rows],
-    "neuron": [r.neuron.neuron for r in rows],
-    "score": [r.score for r in rows],
-    "explanation": [r.explanation or "" for r in rows],
-    "density": [r.density for r in rows],
-    "max": [r.max_activation for r in rows],
-    "min": [r.min_activation for r in rows],
+    "layer": [r.neuron.layer for r in found.rows],
+    "neuron": [r.neuron.neuron for r in found.rows],
+    "score": [r.score for r in found.rows],
+    "explanation": [r.explanation or "" for r in found.rows],
+    "density": [r.density for r in found.rows],
+    "max": [r.max_activation for r in found.rows],
+    "min": [r.min_activation for r in found.rows],
 })
 st.dataframe(
     frame, key="picker_table", on_select=picked, selection_mode="single-row", hide_index=True, width="stretch",
@@ -97,4 +97,4 @@ st.dataframe(
         "explanation": st.column_config.TextColumn(width="large"),
     },
 )
-ui.page_end()
+widgets.page_end()

@@ -1,78 +1,95 @@
 """Scoring details: the explanation and its scores, real against simulated activations token by token on the
-scoring excerpts, a scatter and per-excerpt scores; suggest a better explanation (scored live); human review."""
+scoring excerpts, a scatter and per-excerpt scores; suggest a better explanation (scored live); human review.
+
+Data: core.views.scoring, core.views.people and core.views.simulation (cached for every session)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-import components as ui
-from core.types import ExcerptKind, ExplanationStatus, Rating
+from core import views
+from core.live import LiveError, suggest
+from core.score import format_score
+from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
+from dashboard import charts, widgets
+from dashboard.render import HeatmapRow
+from dashboard.state import live_work, page_context
 
-ctx = ui.page_context()
-store, neuron = ctx.store, ctx.neuron
-st.title(f"Neuron {neuron.layer}:{neuron.neuron} — scoring details")
-stats = store.neuron_stats(neuron)
+ctx = page_context()
+neuron = ctx.neuron
+st.title(f"Neuron {neuron} — scoring details")
+view = ctx.view(views.scoring, neuron)
+people = ctx.notes_view(views.people, neuron)
+stats = view.stats
 if stats is None:
     st.warning(f"Neuron {neuron} was not recorded in this cache.")
     st.stop()
 
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
-explained = [e for e in store.explanations(neuron) if e.status == ExplanationStatus.OK and e.text]
-suggestions = store.suggestions(neuron)
-current = None
+explained, suggestions = view.explained, people.suggestions
+current: ExplanationRecord | None = None
 if explained:
     if len(explained) > 1:
         current = st.selectbox("Explanation", explained, key="scoring_explanation",
-                               format_func=lambda e: f"{ui.fmt_score(e.score_all)} · {e.explainer} · {e.text}"[:120])
+                               format_func=lambda e: f"{format_score(e.score_all)} · {e.explainer} · {e.text}"[:120])
     else:
         current = explained[0]
-    ui.explanation_card(current.text, f"{current.explainer}{f' ({current.model})' if current.model else ''} · "
-                        f"prompt {current.prompt_version or '-'} · scored by {current.simulator}")
+    assert current is not None and current.text is not None  # explained ones have text
+    widgets.explanation_card(current.text, f"{current.explainer}{f' ({current.model})' if current.model else ''} · "
+                             f"prompt {current.prompt_version or '-'} · scored by {current.simulator}")
     cols = st.columns(3)
-    cols[0].metric("Score: top and random", ui.fmt_score(current.score_all))
-    cols[1].metric("Top excerpts only", ui.fmt_score(current.score_top))
-    cols[2].metric("Random excerpts only", ui.fmt_score(current.score_random))
+    cols[0].metric("Score: top and random", format_score(current.score_all))
+    cols[1].metric("Top excerpts only", format_score(current.score_top))
+    cols[2].metric("Random excerpts only", format_score(current.score_random))
 else:
-    ui.not_computed("An explanation and its scores",
-                    f"python -m core explain {store.path} --neurons {neuron} --explainer baseline")
+    widgets.not_computed("An explanation and its scores",
+                         f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
 
 # --- real against simulated, token by token ---------------------------------------------------------------------
 st.subheader("Real and simulated activations on the scoring excerpts")
-sources: dict[str, object] = {}
+sources: dict[str, ExplanationRecord | Suggestion] = {}
 if current is not None:
     sources[f"the explanation above ({current.simulator})"] = current
 for s in suggestions:
     if s.score is not None:
-        sources[f"suggestion #{s.suggestion_id} by {s.author} ({s.score.simulator}, {ui.fmt_score(s.score.score_all)})"
+        sources[f"suggestion #{s.suggestion_id} by {s.author} ({s.score.simulator}, {format_score(s.score.score_all)})"
                 f": {s.text[:60]}"] = s
 left, right = st.columns([3, 1])
 shown = left.selectbox("Simulation shown", list(sources), key="scoring_source") if sources else None
 mode = right.radio("View", ["side by side", "overlaid"], horizontal=True, key="scoring_mode")
-view = ui.simulation_view(store, neuron, sources.get(shown) if shown else None)
-if not view.rows:
+source = sources.get(shown) if shown else None
+explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
+score_id = source.score.score_id if isinstance(source, Suggestion) and source.score else None
+simulated = ctx.notes_view(views.simulation, neuron, explanation_id, score_id)
+if not simulated.excerpts:
     st.caption("No scoring excerpts are stored for this neuron.")
 else:
     positive = max(stats.max_activation, 1e-9)
-    ui.heatmap_legend(positive, simulated=view.simulated and mode == "overlaid")
-    if view.simulated and mode == "side by side":
+    widgets.heatmap_legend(positive, simulated=simulated.simulated and mode == "overlaid")
+    if simulated.simulated and mode == "side by side":
         st.caption("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale.")
     for kind, title in ((ExcerptKind.TOP, "Top scoring excerpts"), (ExcerptKind.RANDOM, "Random scoring excerpts")):
-        rows = [row for row, k in zip(view.rows, view.kinds, strict=True) if k == kind]
+        rows = [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations,
+                           f"{kind} #{item.excerpt.rank + 1} · excerpt {item.excerpt.excerpt.excerpt_id} · max "
+                           f"{max(item.excerpt.activations):.3g}"
+                           + (f" · excerpt score {format_score(item.score)}" if item.predictions is not None else ""),
+                           item.predictions)
+                for item in simulated.excerpts if item.excerpt.kind == kind]
         if rows:
             st.markdown(f"**{title}**")
-            ui.heatmap(rows, positive_scale=positive, mode=mode if view.simulated else "real")
-    if view.simulated:
+            widgets.heatmap(rows, positive_scale=positive, mode=mode if simulated.simulated else "real")
+    if simulated.simulated:
         chart, table = st.columns([3, 2])
-        chart.altair_chart(ui.scatter_chart(view.scatter), width="stretch")
-        table.dataframe(view.per_excerpt, hide_index=True, width="stretch")
+        chart.altair_chart(charts.scatter_chart(simulated), width="stretch")
+        table.dataframe(charts.excerpt_scores_frame(simulated), hide_index=True, width="stretch")
     else:
         st.caption("Simulated activations appear here once the neuron has a scored explanation or a suggestion.")
 
 # --- suggest a better explanation ------------------------------------------------------------------------------
 st.subheader("Suggest a better explanation")
-st.caption(f"It is simulated and scored live with the **{ctx.live.spec}** simulator (change it in the sidebar), on the "
-           "same scoring excerpts, and kept with your name.")
+st.caption(f"It is simulated and scored live with the **{ctx.live.spec}** simulator (change it in the sidebar), on "
+           "the same scoring excerpts, and kept with your name.")
 with st.form("suggest_form"):
     text = st.text_area("Your explanation", key="suggest_text", max_chars=500,
                         placeholder="e.g. the word 'return' in Python code")
@@ -82,27 +99,28 @@ if submitted:
     if not text.strip():
         st.error("Type an explanation first.")
     else:
-        result = ui.suggest_live(ctx, text.strip(), author.strip())
-        if isinstance(result, str):
-            st.error(result)
-        else:
-            st.session_state["suggest_result"] = (neuron, result)
+        try:
+            st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
+                                                                  author.strip(), ctx.live, live_work))
+        except LiveError as error:
+            st.error(str(error))
 last = st.session_state.get("suggest_result")
 if last and last[0] == neuron:
-    mine, baseline_score = last[1]
+    result = last[1]
     left, right = st.columns(2)
     with left:
         st.markdown("**Current explanation**")
-        if baseline_score is not None:
-            ui.explanation_card(baseline_score.text, f"live score with {baseline_score.simulator}",
-                                f"score {ui.fmt_score(baseline_score.score_all)}")
+        if result.current is not None:
+            widgets.explanation_card(result.current.text, f"live score with {result.current.simulator}",
+                                     widgets.score_badge(result.current.score_all))
         else:
             st.caption("none yet")
     with right:
         st.markdown("**Yours**")
-        score = mine.score
-        ui.explanation_card(mine.text, f"by {mine.author} · live score with {score.simulator if score else '-'}",
-                            f"score {ui.fmt_score(score.score_all if score else None)}")
+        mine, score = result.suggestion, result.suggestion.score
+        widgets.explanation_card(mine.text, f"by {mine.author} · live score with {score.simulator if score else '-'}",
+                                 widgets.score_badge(score.score_all if score else None))
+suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
     st.dataframe(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
                                 "score": s.score.score_all if s.score else None,
@@ -113,14 +131,14 @@ if suggestions:
 
 # --- human review ------------------------------------------------------------------------------------------------
 st.subheader("Human review")
-choices = [(f"explanation:{e.explanation_id}", e.text, e.score_all) for e in explained]
+choices = [(f"explanation:{e.explanation_id}", e.text or "", e.score_all) for e in explained]
 choices += [(f"suggestion:{s.suggestion_id}", s.text, s.score.score_all if s.score else None) for s in suggestions]
 if not choices:
     st.caption("Nothing to rate yet: this neuron has no explanation or suggestion.")
 else:
     with st.form("review_form"):
         picked = st.selectbox("Explanation", range(len(choices)), key="review_choice",
-                              format_func=lambda i: f"{ui.fmt_score(choices[i][2])} · {choices[i][1]}"[:120])
+                              format_func=lambda i: f"{format_score(choices[i][2])} · {choices[i][1]}"[:120])
         verdict = st.radio("Does it say what the neuron does?", [r.value for r in Rating], horizontal=True,
                            key="review_rating", format_func={"right": "✓ right", "partly": "~ partly",
                                                              "wrong": "✗ wrong"}.__getitem__)
@@ -128,12 +146,12 @@ else:
         reviewer = st.text_input("Your name", key="review_author", max_chars=60)
         if st.form_submit_button("Save rating"):
             ref, rated_text, rated_score = choices[picked]
-            store.add_rating(neuron, rated_text, Rating(verdict), note=note.strip(), author=reviewer.strip(),
-                             explanation_ref=ref, score=rated_score)
+            ctx.notes.add_rating(neuron, rated_text, Rating(verdict), note=note.strip(), author=reviewer.strip(),
+                                 explanation_ref=ref, score=rated_score)
             st.success("Rating saved.")
-ratings = store.ratings(neuron)
+ratings = ctx.notes_view(views.people, neuron).ratings  # a rating saved above is in it (the notes changed)
 if ratings:
     st.dataframe(pd.DataFrame([{"rating": r.rating.value, "explanation": r.explanation_text, "score": r.score,
                                 "note": r.note, "by": r.author, "when (UTC)": r.created_at} for r in ratings]),
                  hide_index=True, width="stretch")
-ui.page_end()
+widgets.page_end()

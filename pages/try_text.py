@@ -1,5 +1,7 @@
 """Try your own text: the chosen neuron's activation on every token of a text you type, and which neurons of its
-layer fire most on a token you pick. Forward passes are queued: one at a time for every session."""
+layer fire most on a token you pick. Forward passes are queued: one at a time for every session.
+
+Data: core.live.text_activations (the forward pass), core.views.stats and core.views.neuron_rows."""
 
 from __future__ import annotations
 
@@ -7,53 +9,59 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import components as ui
+from core import views
+from core.live import LiveError, text_activations
 from core.types import NeuronId
+from dashboard import widgets
+from dashboard.render import HeatmapRow, display_token
+from dashboard.state import live_work, page_context
 
-MAX_TOKENS = 256  # longest text (in tokens) one forward pass here reads
+MAX_TOKENS = 256
+"""Longest text (in tokens) one forward pass here reads."""
 
-ctx = ui.page_context()
-store, neuron = ctx.store, ctx.neuron
-st.title(f"Neuron {neuron.layer}:{neuron.neuron} — try your own text")
-st.caption(f"Runs the cache's model ({ctx.model}) on your text, up to layer {neuron.layer}.")
+ctx = page_context()
+neuron = ctx.neuron
+st.title(f"Neuron {neuron} — try your own text")
+st.caption(f"Runs the cache's model ({ctx.info.model}) on your text, up to layer {neuron.layer}.")
 with st.form("try_form"):
     text = st.text_area("Text", key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
     run = st.form_submit_button("Run the model", type="primary")
 if run and text.strip():
-    result = ui.text_activations(ctx, text, MAX_TOKENS)
-    if isinstance(result, str):
-        st.error(result)
-    else:
-        st.session_state["try_result"] = (text, neuron.layer, *result)
+    try:
+        st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
+                                                                         MAX_TOKENS, live_work))
+    except LiveError as error:
+        st.error(str(error))
 
 found = st.session_state.get("try_result")
-if found is None or found[1] != neuron.layer:
+if found is None or found[0] != neuron.layer:
     st.caption("Press **Run the model** to see activations.")
-    ui.page_end()
+    widgets.page_end()
     st.stop()
-_, layer, tokens, acts = found  # acts: float32 [pos, n_neurons] of this layer
-stats = store.neuron_stats(neuron)
+layer, result = found
+tokens, acts = result.tokens, result.activations  # acts: float32 [tokens, neurons_per_layer] of this layer
+stats = ctx.view(views.stats, neuron)
+recorded_max = stats.max_activation if stats else 0.0
 column = acts[:, neuron.neuron]
-positive = max(stats.max_activation if stats else 0.0, float(column.max(initial=0.0)), 1e-9)
+positive = max(recorded_max, float(column.max(initial=0.0)), 1e-9)
 negative = max(-(stats.min_activation if stats else 0.0), float(-column.min(initial=0.0)), 0.0)
 st.subheader("This neuron on your text")
-ui.heatmap_legend(positive, negative)
-ui.heatmap([ui.HeatmapRow(tokens, column.tolist(), f"{len(tokens)} tokens · max {column.max():.3g} "
-                          f"(this neuron's max in the cache: {stats.max_activation if stats else 0:.3g})")],
-           positive_scale=positive, negative_scale=negative)
+widgets.heatmap_legend(positive, negative)
+widgets.heatmap([HeatmapRow(tokens, column.tolist(), f"{len(tokens)} tokens · max {column.max():.3g} "
+                            f"(this neuron's max in the cache: {recorded_max:.3g})")],
+                positive_scale=positive, negative_scale=negative)
 
 st.subheader(f"Which neurons of layer {layer} fire most on one token")
 position = st.selectbox("Token", range(len(tokens)), index=int(np.argmax(column)), key="try_position",
-                        format_func=lambda i: f"{i}: {ui.display_token(tokens[i])!r}")
-top = [NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10]]
-rows = store.neuron_rows(top)
-st.dataframe(pd.DataFrame([{"neuron": f"{n.layer}:{n.neuron}", "activation": float(acts[position, n.neuron]),
+                        format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
+top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
+rows = ctx.view(views.neuron_rows, top)
+st.dataframe(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
                             "explanation": rows[n].explanation if n in rows else None,
                             "score": rows[n].score if n in rows else None} for n in top]),
              hide_index=True, width="stretch")
-buttons = st.columns(5)
-for slot, other in enumerate(top[:5]):
-    with buttons[slot]:
-        ui.neuron_button(other, key=f"try_go_{other.neuron}")
-ui.page_end()
+for slot, other in zip(st.columns(5), top[:5], strict=True):
+    with slot:
+        widgets.neuron_button(other, key=f"try_go_{other.neuron}")
+widgets.page_end()

@@ -177,7 +177,8 @@ def small_cache(default_model, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def copy_cache(small_cache, tmp_path) -> Callable[[], Path]:
-    """A function returning a fresh writable copy of the small cache in this test's tmp dir."""
+    """A function returning a fresh writable copy of the small cache (its recording; no results yet) in this
+    test's tmp dir."""
     import shutil
 
     def make() -> Path:
@@ -301,16 +302,52 @@ DASHBOARD_RELATED_LAYERS = 2
 def dashboard_cache(small_cache, default_model, atlas_home, tmp_path_factory) -> Path:
     """The small cache with what the pipeline adds for the dashboard: baseline explanations of some layer-0
     neurons (`python -m core explain`) and the related tables of the first layers (core.related, stopped after
-    DASHBOARD_RELATED_LAYERS). Read-only for the tests: hard-link it."""
+    DASHBOARD_RELATED_LAYERS). Read-only for the tests: hard-link it (core.paths.copy_cache(..., link=True))."""
     import shutil
 
     from core.related import compute_related
-    from core.store import Store
+    from core.store import open_results_writer
 
     path = tmp_path_factory.mktemp("dashboard-cache") / "dashboard.duckdb"
     shutil.copy(small_cache, path)
     _run_core("explain", str(path), "--neurons", DASHBOARD_EXPLAINED, "--explainer", "baseline",
               "--simulator", "baseline", "--quiet")
-    with Store.open(path, writable=True) as store:
-        compute_related(store, default_model, progress=False, stop_after_layers=DASHBOARD_RELATED_LAYERS)
+    with open_results_writer(path) as writer:
+        compute_related(writer, default_model, progress=False, stop_after_layers=DASHBOARD_RELATED_LAYERS)
     return path
+
+
+# --- a tiny real cache for the store, views and live work (tests/test_store*.py, test_views.py, test_live.py) -----
+
+TINY_CORPUS = "The cat sat on the mat. def f(x):\n    return x + 1\n100% of_the values. " * 30
+"""The tiny cache's corpus: words, code, a literal % and _ (search must take them literally)."""
+
+TINY_EXPLAINED = [("0:1", "cats and mats", 0.61), ("0:2", "100% literal", 0.12), ("1:5", "the word return", 0.48)]
+"""(neuron, explanation, score) stored in the tiny cache by explainer "baseline" and simulator "baseline"; 1:5 also
+has a worse explanation scored by simulator "other"."""
+
+
+@pytest.fixture(scope="session")
+def tiny_explained_cache(tiny_subject, tmp_path_factory) -> Path:
+    """A real cache of the tiny Llama (2 layers x 48 neurons, 512 tokens in excerpts of 16) with the explanations of
+    TINY_EXPLAINED in its results file. Read-only for the tests: copy it (core.paths.copy_cache)."""
+    from core.corpus import build_corpus
+    from core.record import BuildPlan, RecordConfig, record_corpus
+    from core.store import open_results_writer
+    from core.types import ExplanationStatus, NeuronId, Scores
+
+    folder = tmp_path_factory.mktemp("tiny-explained")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(TINY_CORPUS)
+    cache = folder / "tiny.duckdb"
+    plan = BuildPlan(model=tiny_subject.name, corpus=str(corpus), tokens=512, excerpt_len=16, settings={})
+    record_corpus(tiny_subject, lambda: build_corpus(str(corpus), tiny_subject.tokenizer, max_tokens=512,
+                                                     excerpt_len=16), cache, plan, RecordConfig(top_k=4),
+                  progress=False)
+    stored = [(NeuronId.parse(n), text, score, "baseline") for n, text, score in TINY_EXPLAINED]
+    with open_results_writer(cache) as writer:
+        for neuron, text, score, simulator in [*stored, (NeuronId(1, 5), "a worse one", 0.05, "other")]:
+            writer.add_explanation(neuron, text=text, explainer="baseline", model=None, prompt_version="t",
+                                   simulator=simulator, status=ExplanationStatus.OK,
+                                   scores=Scores(score, score, None, 32))
+    return cache

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from core import corpus as corpus_module
-from core.corpus import STDLIB, CorpusError, build_corpus, describe_source
+from core.corpus import STDLIB, CorpusError, build_corpus
 
 L = 16  # excerpt length used by most tests: small, so small files give several excerpts
 
@@ -333,27 +332,16 @@ def test_stdlib_is_deterministic_and_seeded(tiny_tokenizer):
     assert first.sources != other.sources
 
 
-def test_stdlib_100k_tokens_is_quick_and_reads_few_files(tiny_tokenizer):
-    start = time.perf_counter()
+def test_stdlib_100k_tokens_reads_few_files(tiny_tokenizer):
     corpus = build_corpus(STDLIB, tiny_tokenizer, max_tokens=100_000, excerpt_len=64)
-    elapsed = time.perf_counter() - start
-
     assert corpus.token_ids.shape == (100_000 // 64, 64)
-    assert elapsed < 20, f"took {elapsed:.1f} s"
     assert corpus.report.files_read < 300  # it stopped reading long before the end of the stdlib
     text = tiny_tokenizer.decode(corpus.token_ids[:3].reshape(-1))
     assert text.isprintable() or "\n" in text
 
 
-def test_stdlib_with_a_real_tokenizer(request):
-    """Runs only where tests/conftest.py offers a `default_model` (a SubjectModel with a tokenizer)."""
-    try:
-        subject = request.getfixturevalue("default_model")
-    except pytest.FixtureLookupError:
-        pytest.skip("no default_model fixture")
-    tokenizer = getattr(subject, "tokenizer", None)
-    if tokenizer is None:
-        pytest.skip("default_model has no tokenizer")
+def test_stdlib_with_a_real_tokenizer(default_model):
+    tokenizer = default_model.tokenizer
     corpus = build_corpus(STDLIB, tokenizer, max_tokens=20 * 64)
     assert corpus.token_ids.shape == (20, 64)
     assert int(corpus.token_ids.max()) < len(tokenizer)
@@ -396,20 +384,3 @@ def test_bad_sizes(tiny_tokenizer, max_tokens, excerpt_len, message):
 def test_missing_path(tmp_path, tiny_tokenizer):
     with pytest.raises(CorpusError, match=r"corpus source not found: .*nope\.txt"):
         build_corpus(str(tmp_path / "nope.txt"), tiny_tokenizer, max_tokens=1000)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# describe_source
-
-
-def test_describe_source(tmp_path):
-    (tmp_path / "notes.txt").write_text("x" * 2500, encoding="utf-8")
-    _write_parquet(tmp_path / "data.parquet")
-    _save_dataset(tmp_path / "dd", {"train": ["a"], "test": ["b"]})
-
-    assert describe_source(STDLIB).startswith("stdlib (Python 3.")
-    assert describe_source(str(tmp_path / "notes.txt")) == "text file notes.txt (2.5 KB)"
-    assert describe_source(str(tmp_path / "data.parquet")).startswith("Parquet file data.parquet (1 rows, ")
-    assert describe_source(str(tmp_path / "dd")) == "saved Hugging Face dataset dd (splits: train, test)"
-    assert describe_source(str(tmp_path)) == f"folder of text files {tmp_path}"
-    assert describe_source(str(tmp_path / "nope")) == f"{tmp_path / 'nope'} (not found)"

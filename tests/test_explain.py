@@ -8,17 +8,18 @@ import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from fake_llm import FakeClient, answer
 
 from core import prompts
+from core.backends import BackendSpecError
 from core.baseline import BaselineSimulator
 from core.cli import main
 from core.explain import (
     SELECTION_MARGIN,
     ActivationExplainer,
     BaselineExplainer,
-    ExplainError,
     TokenSpaceExplainer,
     clean_answer,
     explain_neuron,
@@ -28,7 +29,7 @@ from core.explain import (
 )
 from core.llm import LLMError, SpendingCapReached
 from core.simulate import SimulationError
-from core.store import Store
+from core.store import open_reader, open_results_writer
 from core.types import Excerpt, ExcerptKind, ExplanationStatus, NeuronId, Split
 
 NEURON = NeuronId(0, 5)
@@ -51,20 +52,12 @@ class FlakySimulator(BaselineSimulator):
 
 
 def test_baseline_keeps_the_best_candidate_on_calibration_and_scores_on_held_out(copy_cache):
-    with Store.open(copy_cache(), writable=True) as store:
+    with open_results_writer(copy_cache()) as store:
         result = explain_neuron(store, NEURON, BaselineExplainer(), BaselineSimulator())
         assert result.status == ExplanationStatus.OK
         assert len(result.candidates) > 1
         assert all(c.calibration is not None for c in result.candidates)
-        def calibration(candidate):
-            return -2.0 if candidate.calibration.all is None else candidate.calibration.all
-
-        best = result.candidates[0]  # kept unless a later candidate leads by the margin
-        for candidate in result.candidates[1:]:
-            if calibration(candidate) >= calibration(best) + SELECTION_MARGIN:
-                best = candidate
-        assert result.text == best.text
-        assert all(calibration(c) < calibration(best) + SELECTION_MARGIN for c in result.candidates)
+        kept = next(c for c in result.candidates if c.text == result.text)
         assert result.text.startswith("fires on ")
         assert result.scored is not None and result.scored.split == Split.SCORE
         assert {e.split for e in result.scored.excerpts} == {Split.SCORE}
@@ -77,16 +70,63 @@ def test_baseline_keeps_the_best_candidate_on_calibration_and_scores_on_held_out
         assert (record.text, record.explainer, record.prompt_version) == (result.text, "baseline", "baseline/1")
         assert record.candidates == len(result.candidates)
         assert record.score_all == pytest.approx(result.scored.scores.all)
-        assert record.calibration_score == pytest.approx(best.calibration.all)
+        assert kept.calibration is not None and record.calibration_score == pytest.approx(kept.calibration.all)
         simulations = store.simulations(explanation_id)
         assert [s.excerpt_id for s in simulations] == [s.excerpt_id for s in result.scored.excerpts]
         for stored, made in zip(simulations, result.scored.excerpts, strict=True):
             assert stored.normalized_predictions == pytest.approx(made.normalized_predictions, abs=1e-5)
             assert stored.activations == pytest.approx(made.activations, abs=1e-5)
             assert stored.tokens == made.tokens and stored.kind == made.kind
-        [best_row] = [b for b in store.best_scores([0]) if b.neuron == NEURON]
-        assert best_row.explanation_id == explanation_id
+        assert store.neuron_rows([NEURON])[NEURON].explanation == result.text
         assert store.info().explanations == 1 and store.info().scores == 1
+
+
+class FixedExplainer:
+    """Writes the given candidates, in order of preference."""
+
+    spec, model, prompt_version = "fixed", None, "t"
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.default_candidates = len(texts)
+
+    def write(self, excerpts: Sequence[object], candidates: int) -> list[str]:
+        return self.texts[:candidates]
+
+
+class OracleSimulator:
+    """Knows the real activations: "the real activations" predicts them, "the real activations, blurred" adds a
+    little noise, "the opposite" predicts their negation."""
+
+    spec, prompt_version = "oracle", "t"
+
+    def __init__(self, store) -> None:
+        self.truth = {e.excerpt.excerpt_id: e.activations for e in store.neuron_excerpts(NEURON)}
+
+    def simulate(self, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
+        sign = -1.0 if explanation == "the opposite" else 1.0
+        rng = np.random.default_rng(0)
+        noise = 0.02 if explanation.endswith("blurred") else 0.0
+        return [[sign * v + noise * float(rng.standard_normal()) for v in self.truth[e.excerpt_id]] for e in excerpts]
+
+
+@pytest.mark.parametrize(
+    ("candidates", "kept"),
+    [
+        (["the opposite", "the real activations"], "the real activations"),  # a clear lead replaces the first
+        (["the real activations, blurred", "the real activations"], "the real activations, blurred"),  # a tiny one not
+        (["the real activations", "the opposite"], "the real activations"),
+    ],
+)
+def test_a_later_candidate_is_kept_only_when_it_leads_by_the_margin(copy_cache, candidates, kept):
+    with open_reader(copy_cache()) as store:
+        result = explain_neuron(store, NEURON, FixedExplainer(candidates), OracleSimulator(store))
+    calibration = {c.text: c.calibration.all for c in result.candidates if c.calibration is not None}
+    assert calibration["the real activations"] == pytest.approx(1.0)
+    assert result.text == kept
+    if kept.endswith("blurred"):  # it stays first although the exact one is better, by less than the margin
+        assert 0 < 1.0 - calibration[kept] < SELECTION_MARGIN
+    assert result.scored is not None and result.scored.scores.all == pytest.approx(1.0, abs=SELECTION_MARGIN)
 
 
 def test_activation_explainer_prompt_and_answers(copy_cache):
@@ -100,7 +140,7 @@ def test_activation_explainer_prompt_and_answers(copy_cache):
     client = FakeClient(on_chat=chat)
     explainer = make_explainer("openai:fake-model", client=client)
     assert isinstance(explainer, ActivationExplainer)
-    with Store.open(copy_cache()) as store:
+    with open_reader(copy_cache()) as store:
         excerpts = store.neuron_excerpts(NEURON, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
     assert explainer.write(excerpts, 3) == ["the word 'return'", "closing brackets"]
     lines = client.requests[0][1][-1]["content"].split("\n")
@@ -117,7 +157,7 @@ def test_token_space_explainer_names_a_theme_with_plain_completions(copy_cache):
     client = FakeClient(on_complete=complete, spec="local:tiny")
     explainer = make_explainer("local:tiny", client=client)
     assert isinstance(explainer, TokenSpaceExplainer)
-    with Store.open(copy_cache()) as store:
+    with open_reader(copy_cache()) as store:
         excerpts = store.neuron_excerpts(NEURON, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
     [text] = explainer.write(excerpts, 1)
     theme, _, quoted = text.partition(" (")
@@ -132,7 +172,7 @@ def test_token_space_explainer_names_a_theme_with_plain_completions(copy_cache):
 
 def test_clean_answer_and_unknown_explainers():
     assert clean_answer(' the main thing this neuron does is find: "dates".\nmore') == "dates"
-    with pytest.raises(ExplainError, match="unknown explainer"):
+    with pytest.raises(BackendSpecError, match="unknown explainer"):
         make_explainer("gpt-4o")
 
 
@@ -143,7 +183,7 @@ def test_llm_and_simulator_failures_are_stored_with_the_reason(copy_cache):
     def broken(messages, **options):
         raise LLMError("the server failed with HTTP 500 after 4 retries")
 
-    with Store.open(copy_cache(), writable=True) as store:
+    with open_results_writer(copy_cache()) as store:
         result = explain_neuron(store, NEURON, make_explainer("openai:x", client=FakeClient(on_chat=broken)),
                                 BaselineSimulator())
         assert result.status == ExplanationStatus.FAILED
@@ -162,7 +202,7 @@ def test_llm_and_simulator_failures_are_stored_with_the_reason(copy_cache):
 
 def test_a_second_run_skips_finished_neurons_and_retries_failed_ones(copy_cache):
     neurons = [NeuronId(0, 1), NeuronId(0, 2), NeuronId(1, 3)]
-    with Store.open(copy_cache(), writable=True) as store:
+    with open_results_writer(copy_cache()) as store:
         explainer = BaselineExplainer()
         first_texts = {n: explain_neuron(store, n, explainer, BaselineSimulator(), 1).text for n in neurons}
         flaky = FlakySimulator({first_texts[NeuronId(0, 2)]})
@@ -190,7 +230,7 @@ def test_spending_cap_stops_the_run(copy_cache):
         raise SpendingCapReached("spending cap of $0.01 reached")
 
     explainer = make_explainer("openai:x", client=FakeClient(on_chat=capped))
-    with Store.open(copy_cache(), writable=True) as store:
+    with open_results_writer(copy_cache()) as store:
         summary = explain_neurons(store, [NeuronId(0, 1), NeuronId(0, 2)], explainer, BaselineSimulator())
         assert summary.stopped == "spending cap of $0.01 reached"
         assert summary.done == summary.failed == 0
@@ -302,8 +342,8 @@ def test_explain_and_score_through_a_real_openai_compatible_server(openai_server
     from core.simulate import ApiSimulator
 
     spec = f"openai:{openai_server_model}"
-    with Store.open(short_cache, writable=True) as store:
-        client = make_client(spec, store=store, base_url=openai_server, timeout_s=300)
+    with open_results_writer(short_cache) as store:
+        client = make_client(spec, responses=store.responses, base_url=openai_server, timeout_s=300)
         explainer = make_explainer(spec, client=client)
         simulator = ApiSimulator(client)
         result = explain_neuron(store, NEURON, explainer, simulator, candidates=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import socket
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from core.backends import BackendSpecError
 from core.llm import (
     DUMMY_API_KEY,
     LLMError,
@@ -25,7 +25,8 @@ from core.llm import (
     map_concurrent,
     price_per_million,
 )
-from core.store import Store, StoreError
+from core.paths import copy_cache
+from core.store import DashboardCache, RecordingWriter, open_results_writer
 
 # --- a fake OpenAI-compatible server ---------------------------------------------------------------------------------
 
@@ -317,8 +318,9 @@ def test_concurrency_is_bounded_and_results_keep_their_order(fake: FakeServer) -
 
 def test_response_cache_answers_repeats_and_survives_a_copy(fake: FakeServer, tmp_path: Path) -> None:
     path = tmp_path / "run.duckdb"
-    store = Store.create(path)
-    client = client_for(fake, store=store)
+    RecordingWriter.create(path).close()
+    store = open_results_writer(path)
+    client = client_for(fake, responses=store.responses)
     first = client.chat(ASK, top_logprobs=2)
     again = client.chat(ASK, top_logprobs=2)
     assert len(fake.requests) == 1
@@ -333,9 +335,9 @@ def test_response_cache_answers_repeats_and_survives_a_copy(fake: FakeServer, tm
     store.close()
 
     copy = tmp_path / "copy.duckdb"
-    shutil.copy(path, copy)
-    with Store.open(copy, writable=True) as reopened:
-        again = client_for(fake, store=reopened).chat(ASK, top_logprobs=2)
+    copy_cache(path, copy)
+    with open_results_writer(copy) as reopened:
+        again = client_for(fake, responses=reopened.responses).chat(ASK, top_logprobs=2)
     assert again[0].cached and again[0].text == "fruits"
     assert len(fake.requests) == 3
 
@@ -349,15 +351,15 @@ def test_cache_key_covers_the_server() -> None:
     assert key("http://127.0.0.1:9/v1") != key("http://127.0.0.1:10/v1")
 
 
-def test_response_cache_in_the_notes_file_of_a_read_only_cache(fake: FakeServer, tmp_path: Path) -> None:
+def test_response_cache_in_the_notes_file_of_the_dashboard(fake: FakeServer, tmp_path: Path) -> None:
     path = tmp_path / "built.duckdb"
-    Store.create(path).close()
-    with Store.open(path) as store:  # read-only, as the dashboard holds it
-        with pytest.raises(StoreError, match="read-only"):
-            client_for(fake, store=store)
-        client_for(fake, store=store, cache_db="notes").chat(ASK)
-    with Store.open(path) as store:
-        [answer] = client_for(fake, store=store, cache_db="notes").chat(ASK)
+    RecordingWriter.create(path).close()
+    for _ in range(2):  # the dashboard started twice
+        cache = DashboardCache(path)
+        try:
+            [answer] = client_for(fake, responses=cache.notes.responses).chat(ASK)
+        finally:
+            cache.close()
     assert answer.cached and len(fake.requests) == 1
 
 
@@ -371,7 +373,7 @@ def test_no_api_key_for_the_openai_api() -> None:
 
 @pytest.mark.parametrize("spec", ["gpt-4o", "anthropic:claude", "openai:", ""])
 def test_bad_spec(spec: str) -> None:
-    with pytest.raises(LLMError, match=r"openai:MODEL"):
+    with pytest.raises(BackendSpecError, match=r"openai:MODEL"):
         make_client(spec)
 
 

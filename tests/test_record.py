@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
 from core.corpus import build_corpus
 from core.models import load_model, neuron_activations
+from core.paths import partial_dir
 from core.record import BuildPlan, RecordConfig, record_corpus
-from core.store import Store, partial_dir
+from core.store import open_reader
 from core.types import QUANTILE_BINS, ExcerptKind, NeuronId, Split
 
 TINY_CORPUS = (
@@ -54,14 +56,15 @@ def tiny_build(tiny_subject, tiny_corpus_file, tmp_path_factory):
     cache = tmp_path_factory.mktemp("tiny-cache") / "tiny.duckdb"
     cfg = RecordConfig(top_k=6, bottom_k=6, quantile_samples=3, random_samples=4, batch_size=5, token_vocab=50)
     _build(tiny_subject, tiny_corpus_file, cache, cfg)
-    with Store.open(cache) as store:
-        token_ids = store.excerpt_token_ids(0, 10_000)
+    with open_reader(cache) as reader:
+        found = reader.excerpts(range(reader.info().excerpts))
+    token_ids = np.array([found[i].token_ids for i in range(len(found))], dtype=np.int64)
     return cache, cfg, token_ids, _all_activations(tiny_subject, token_ids)
 
 
 def test_top_and_bottom_excerpts_are_exact(tiny_build):
     cache, cfg, _, acts = tiny_build
-    with Store.open(cache) as store:
+    with open_reader(cache) as store:
         for layer in range(2):
             for neuron in (0, 17, 47):
                 nid = NeuronId(layer, neuron)
@@ -81,7 +84,7 @@ def test_top_and_bottom_excerpts_are_exact(tiny_build):
 
 def test_statistics_equal_brute_force(tiny_build):
     cache, _, _, acts = tiny_build
-    with Store.open(cache) as store:
+    with open_reader(cache) as store:
         for layer in range(2):
             for neuron in (0, 5, 47):
                 values = acts[layer, :, :, neuron].ravel().astype(np.float64)
@@ -104,7 +107,7 @@ def test_statistics_equal_brute_force(tiny_build):
 
 def test_quantile_samples_lie_in_their_bins(tiny_build):
     cache, cfg, _, _ = tiny_build
-    with Store.open(cache) as store:
+    with open_reader(cache) as store:
         for neuron in range(0, 48, 7):
             nid = NeuronId(1, neuron)
             stats = store.neuron_stats(nid)
@@ -120,7 +123,7 @@ def test_quantile_samples_lie_in_their_bins(tiny_build):
 
 def test_splits_never_overlap_and_random_excludes_top(tiny_build):
     cache, cfg, _, _ = tiny_build
-    with Store.open(cache) as store:
+    with open_reader(cache) as store:
         for layer in range(2):
             for neuron in range(48):
                 rows = store.neuron_excerpts(NeuronId(layer, neuron))
@@ -140,7 +143,7 @@ def test_splits_never_overlap_and_random_excludes_top(tiny_build):
 def test_token_means_equal_brute_force(tiny_build):
     cache, cfg, token_ids, acts = tiny_build
     flat_tokens = token_ids.ravel()
-    with Store.open(cache) as store:
+    with open_reader(cache) as store:
         nid = NeuronId(1, 3)
         means = store.token_means(nid, limit=5, highest=True)
         assert means
@@ -163,10 +166,10 @@ def test_interrupted_build_resumes_to_the_same_cache(tiny_subject, tiny_corpus_f
     second = _build(tiny_subject, tiny_corpus_file, cache, cfg)
     assert second.resumed_from_excerpt == 15
     assert not partial_dir(cache).exists()
-    query = "SELECT * FROM cache.neuron_excerpts ORDER BY layer, neuron, kind, rank"
-    with Store.open(cache) as got, Store.open(reference) as want:
-        got_rows = got._cursor().execute(query).fetchall()
-        want_rows = want._cursor().execute(query).fetchall()
+    query = "SELECT * FROM neuron_excerpts ORDER BY layer, neuron, kind, rank"
+    with duckdb.connect(str(cache), read_only=True) as got, duckdb.connect(str(reference), read_only=True) as want:
+        got_rows = got.execute(query).fetchall()
+        want_rows = want.execute(query).fetchall()
     assert len(got_rows) == len(want_rows) > 0
     assert got_rows == want_rows
 
@@ -190,13 +193,14 @@ def test_killed_cli_build_resumes(tiny_model_folder, tiny_corpus_file, tmp_path)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resumed at excerpt" in done.stdout
-    with Store.open(cache) as store:
-        info = store.info()
-        dupes = store._cursor().execute(
-            "SELECT count(*) FROM (SELECT layer, neuron, kind, quantile_bin, rank FROM cache.neuron_excerpts "
+    with open_reader(cache) as reader:
+        info = reader.info()
+    with duckdb.connect(str(cache), read_only=True) as con:
+        dupes = con.execute(
+            "SELECT count(*) FROM (SELECT layer, neuron, kind, quantile_bin, rank FROM neuron_excerpts "
             "GROUP BY ALL HAVING count(*) > 1)"
         ).fetchone()[0]
-        n_excerpts = store._cursor().execute("SELECT count(*) FROM cache.excerpts").fetchone()[0]
+        n_excerpts = con.execute("SELECT count(*) FROM excerpts").fetchone()[0]
     assert info.neurons_recorded == 2 * 48
     assert dupes == 0
     assert n_excerpts == info.excerpts > 100  # 3000 tokens of 16, less the duplicates of a repetitive text
@@ -204,7 +208,7 @@ def test_killed_cli_build_resumes(tiny_model_folder, tiny_corpus_file, tmp_path)
 
 def test_real_model_top_excerpts_match_a_fresh_forward_pass(default_model, small_cache):
     """Layer 0 neuron 0 of SmolLM2-135M: top excerpts sorted by max, activations equal a fresh forward pass."""
-    with Store.open(small_cache) as store:
+    with open_reader(small_cache) as store:
         info = store.info()
         assert (info.layers, info.neurons_per_layer, info.neurons_recorded) == (30, 1536, 46080)
         for nid in (NeuronId(0, 0), NeuronId(17, 923), NeuronId(29, 1535)):

@@ -3,19 +3,21 @@ each supported architecture, the real model's top input token through a real for
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from core.cli import main
 from core.corpus import Corpus, CorpusReport
 from core.models import SUPPORTED_MODEL_TYPES, SubjectModel, load_model, neuron_activations
+from core.paths import copy_cache, results_path
 from core.record import BuildPlan, RecordConfig, record_corpus
 from core.related import (
     RelatedConfig,
@@ -29,7 +31,7 @@ from core.related import (
     top_k_rows,
     vocab_size,
 )
-from core.store import Store
+from core.store import CacheReader, RecordingWriter, open_reader, open_results_writer
 from core.types import NeuronId, RelatedNeuronKind, RelatedTokenKind
 
 TINY_CFG = RelatedConfig(tokens_per_kind=8, neurons_per_kind=6, sample_tokens=96)
@@ -88,8 +90,17 @@ def deep_llama(tiny_model_folder, tmp_path_factory) -> tuple[SubjectModel, Path]
 
 def _copy(path: Path, tmp_path: Path, name: str = "work.duckdb") -> Path:
     target = tmp_path / name
-    shutil.copy(path, target)
+    copy_cache(path, target)
     return target
+
+
+def _layer_rows(cache: Path, layer: int) -> tuple[pa.Table, pa.Table]:
+    """All related_tokens and related_neurons rows of one layer, read from the results file as written."""
+    with duckdb.connect(str(results_path(cache)), read_only=True) as con:
+        order = "WHERE layer = ? ORDER BY neuron, kind, rank"
+        tokens = con.sql(f"SELECT * FROM related_tokens {order}", params=[layer]).to_arrow_table()
+        neurons = con.sql(f"SELECT * FROM related_neurons {order}", params=[layer]).to_arrow_table()
+    return tokens, neurons
 
 
 # --- brute force, written from the definitions in docs/related.md with the model's own modules -----------------
@@ -200,7 +211,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _brute_correlations(subject: SubjectModel, store: Store, cfg: RelatedConfig) -> np.ndarray:
+def _brute_correlations(subject: SubjectModel, store: CacheReader, cfg: RelatedConfig) -> np.ndarray:
     """[N, N] Pearson r of every pair of neurons over the documented sample, from neuron_activations per excerpt."""
     meta = store.meta()
     ids = sample_excerpts(meta["excerpts"], meta["excerpt_len"], cfg.sample_tokens, cfg.seed)
@@ -240,7 +251,7 @@ def _check_list(stored_ids: list, stored_values: list[float], brute: np.ndarray,
 def test_tables_equal_brute_force(model_type: str, tiny_cache, tmp_path: Path) -> None:
     subject, source = tiny_cache(model_type)
     path = _copy(source, tmp_path)
-    with Store.open(path, writable=True) as store:
+    with open_results_writer(path) as store:
         summary = compute_related(store, subject, TINY_CFG, progress=False)
         assert summary.finished and summary.layers_computed == subject.n_layers
         n, n_layers = subject.n_neurons, subject.n_layers
@@ -293,25 +304,25 @@ def test_tables_equal_brute_force(model_type: str, tiny_cache, tmp_path: Path) -
 def test_resume_after_interruption_gives_the_same_tables(deep_llama, tmp_path: Path) -> None:
     subject, source = deep_llama
     whole, cut = _copy(source, tmp_path, "whole.duckdb"), _copy(source, tmp_path, "cut.duckdb")
-    with Store.open(whole, writable=True) as store:
+    with open_results_writer(whole) as store:
         compute_related(store, subject, TINY_CFG, progress=False)
-    with Store.open(cut, writable=True) as store:
+    with open_results_writer(cut) as store:
         first = compute_related(store, subject, TINY_CFG, progress=False, stop_after_layers=2)
         assert not first.finished and store.related_layers_done() == {0, 1}
         assert store.related_neurons(NeuronId(2, 0), RelatedNeuronKind.CORRELATED) == []
-    with Store.open(cut, writable=True) as store:  # a new process would open it again like this
+    with open_results_writer(cut) as store:  # a new process would open it again like this
         second = compute_related(store, subject, TINY_CFG, progress=False)
         assert second.finished and second.resumed_from_layer == 2 and second.layers_computed == 2
         again = compute_related(store, subject, TINY_CFG, progress=False)
         assert again.finished and again.layers_computed == 0
-    with Store.open(whole) as a, Store.open(cut) as b:
-        for layer in range(subject.n_layers):
-            (tokens_a, neurons_a), (tokens_b, neurons_b) = a.related_layer_rows(layer), b.related_layer_rows(layer)
-            assert tokens_a.num_rows == 4 * subject.n_neurons * TINY_CFG.tokens_per_kind
-            assert tokens_a.equals(tokens_b)
-            assert neurons_a.num_rows > 0
-            assert neurons_a.drop_columns(["strength"]).equals(neurons_b.drop_columns(["strength"]))
-            np.testing.assert_allclose(neurons_a["strength"].to_numpy(), neurons_b["strength"].to_numpy(), rtol=1e-5)
+    for layer in range(subject.n_layers):
+        (tokens_a, neurons_a), (tokens_b, neurons_b) = _layer_rows(whole, layer), _layer_rows(cut, layer)
+        assert tokens_a.num_rows == 4 * subject.n_neurons * TINY_CFG.tokens_per_kind
+        assert tokens_a.equals(tokens_b)
+        assert neurons_a.num_rows > 0
+        assert neurons_a.drop_columns(["strength"]).equals(neurons_b.drop_columns(["strength"]))
+        np.testing.assert_allclose(neurons_a["strength"].to_numpy(), neurons_b["strength"].to_numpy(), rtol=1e-5)
+    with open_reader(whole) as a:
         upstream = a.related_neurons(NeuronId(3, 0), RelatedNeuronKind.UPSTREAM_POSITIVE)
         assert len(upstream) == TINY_CFG.neurons_per_kind and {r.neuron.layer for r in upstream} <= {0, 1, 2}
 
@@ -319,7 +330,7 @@ def test_resume_after_interruption_gives_the_same_tables(deep_llama, tmp_path: P
 def test_other_settings_recompute_and_same_settings_do_nothing(deep_llama, tmp_path: Path) -> None:
     subject, source = deep_llama
     path = _copy(source, tmp_path)
-    with Store.open(path, writable=True) as store:
+    with open_results_writer(path) as store:
         compute_related(store, subject, TINY_CFG, progress=False)
         fewer = RelatedConfig(tokens_per_kind=3, neurons_per_kind=2, sample_tokens=96)
         summary = compute_related(store, subject, fewer, progress=False)
@@ -388,11 +399,11 @@ def test_a_cache_without_activations_says_build_first(
     tiny_subject: SubjectModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "empty.duckdb"
-    with Store.create(path) as store:
-        store.set_meta({"model": "smollm2-135m"})
+    with RecordingWriter.create(path) as recording:
+        recording.set_meta({"model": "smollm2-135m"})
     assert main(["related", str(path)]) == 2
     assert "no recorded activations" in _error_line(capsys)
-    with Store.open(path, writable=True) as store, pytest.raises(RelatedError, match="python -m core build"):
+    with open_results_writer(path) as store, pytest.raises(RelatedError, match="python -m core build"):
         compute_related(store, tiny_subject)
 
 
@@ -407,8 +418,8 @@ def test_a_neuron_out_of_range(tiny_cache, capsys: pytest.CaptureFixture[str]) -
 def test_a_model_that_cannot_be_loaded(tiny_cache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, source = tiny_cache("llama")
     path = _copy(source, tmp_path)
-    with Store.open(path, writable=True) as store:
-        store.set_meta({"model": str(tmp_path / "gone")})
+    with duckdb.connect(str(path)) as con:  # a cache recorded from a model that has since been deleted
+        con.execute("UPDATE meta SET value = to_json(?) WHERE key = 'model'", [str(tmp_path / "gone")])
     assert main(["related", str(path)]) == 2
     assert "no such model" in _error_line(capsys)
 
@@ -417,7 +428,7 @@ def test_a_different_model_is_refused(tiny_cache, tmp_path: Path) -> None:
     _, source = tiny_cache("llama")
     other, _ = tiny_cache("qwen2")  # same shape (2 x 48), another architecture
     path = _copy(source, tmp_path)
-    with Store.open(path, writable=True) as store, pytest.raises(RelatedError, match="not the model"):
+    with open_results_writer(path) as store, pytest.raises(RelatedError, match="not the model"):
         compute_related(store, other, TINY_CFG, progress=False)
 
 
@@ -429,8 +440,10 @@ def test_a_missing_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_a_cache_in_use_by_another_process(tiny_cache, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, source = tiny_cache("llama")
     path = _copy(source, tmp_path)
-    holder = subprocess.Popen(  # a dashboard holds the file open, as DuckDB does, until told to stop
-        [sys.executable, "-c", f"import duckdb, sys; con = duckdb.connect({str(path)!r}, read_only=True); "
+    open_results_writer(path).close()  # the results file exists once anything was computed
+    results = str(results_path(path))
+    holder = subprocess.Popen(  # a dashboard holds the results open, as DuckDB does, until told to stop
+        [sys.executable, "-c", f"import duckdb, sys; con = duckdb.connect({results!r}, read_only=True); "
          "print('open', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

@@ -17,7 +17,7 @@ from core.score import (
     score_explanation,
     score_simulations,
 )
-from core.store import Store, StoreError
+from core.store import StoreError, open_reader
 from core.types import ExcerptKind, ExcerptSimulation, NeuronId, Split
 
 
@@ -75,7 +75,7 @@ def test_check_explanation_rejects_empty_and_overlong_text():
 
 def test_score_explanation_reads_the_score_split_and_writes_nothing(small_cache):
     neuron = NeuronId(0, 5)
-    with Store.open(small_cache) as store:
+    with open_reader(small_cache) as store:
         top = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
         word = max(((a, t) for e in top for a, t in zip(e.activations, e.excerpt.tokens, strict=True)))[1]
         before = store.info().explanations
@@ -92,7 +92,7 @@ def test_score_explanation_reads_the_score_split_and_writes_nothing(small_cache)
 
 
 def test_score_explanation_rejects_bad_neurons_and_texts(small_cache):
-    with Store.open(small_cache) as store:
+    with open_reader(small_cache) as store:
         with pytest.raises(StoreError, match="out of range"):
             score_explanation(store, NeuronId(99, 0), "anything", BaselineSimulator())
         with pytest.raises(ScoreError, match="empty"):

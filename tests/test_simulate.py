@@ -10,12 +10,12 @@ import pytest
 from fake_llm import FakeClient, answer, split_tokens, with_tops
 
 from core import prompts
+from core.backends import BackendSpecError
 from core.llm import LLMError
 from core.simulate import (
     ApiSimulator,
     LocalSimulator,
     SimulationError,
-    SimulatorSpecError,
     expected_value,
     make_simulator,
     read_json_predictions,
@@ -38,9 +38,9 @@ def test_make_simulator_makes_the_offline_default():
 
 
 def test_make_simulator_rejects_unknown_specs():
-    with pytest.raises(SimulatorSpecError, match="unknown simulator 'gpt4'"):
+    with pytest.raises(BackendSpecError, match="unknown simulator 'gpt4'"):
         make_simulator("gpt4")
-    with pytest.raises(SimulatorSpecError):
+    with pytest.raises(BackendSpecError):
         make_simulator("baseline:extra")
 
 

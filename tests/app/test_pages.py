@@ -9,9 +9,12 @@ import shutil
 import threading
 import time
 
+import duckdb
 import pytest
 
-from core.store import Store, notes_path
+from core import paths
+from core.paths import notes_path
+from core.store import DashboardCache
 from core.types import NeuronId
 
 PAGES = ["pages/picker.py", "pages/scoring.py", "pages/insights.py", "pages/related.py", "pages/try_text.py"]
@@ -35,11 +38,11 @@ def no_errors(at) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def dashboard_store(path) -> Store:
-    """The Store the app opened for this cache (same process: the app's st.cache_resource handle)."""
-    import components
+def opened(path) -> DashboardCache:
+    """The cache as the app opened it (same process: the app's st.cache_resource handle)."""
+    from dashboard.state import open_cache
 
-    return components._store_handle(str(path.resolve())).store
+    return open_cache(path)
 
 
 def test_home_describes_the_cache_and_starts_at_neuron_0_0(app, app_cache):
@@ -111,8 +114,7 @@ def test_picker_goes_to_a_typed_neuron_and_lists_neurons(app, app_cache):
 
 def test_picker_search_finds_explanations(app, app_cache):
     at = app().run()
-    store = dashboard_store(app_cache)
-    word = store.explanations(NeuronId(0, 0))[0].text.split()[-1].strip("'\".,")
+    word = opened(app_cache).reader.explanations(NeuronId(0, 0))[0].text.split()[-1].strip("'\".,")
     at.switch_page("pages/picker.py").run()
     at.text_input(key="picker_search").input(word).run()
     no_errors(at)
@@ -131,8 +133,7 @@ def test_insights_shows_activations_by_quantile_histogram_and_tokens(app, app_ca
     assert len(heatmaps) >= 4 and all("<span" in h for h in heatmaps)
     assert {m.label for m in at.metric} >= {"max", "min", "mean", "density"}
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
-    store = dashboard_store(app_cache)
-    assert html.escape(store.explanations(NeuronId(0, 0))[0].text, quote=True) in written
+    assert html.escape(opened(app_cache).reader.explanations(NeuronId(0, 0))[0].text, quote=True) in written
 
 
 def test_scoring_page_shows_real_and_simulated_activations(app, app_cache):
@@ -154,34 +155,34 @@ def test_a_suggestion_is_scored_live_and_kept(app, app_cache):
     at.text_input(key="suggest_author").input("Ada")
     next(b for b in at.button if b.label == "Score it").click().run()
     no_errors(at)
-    store = dashboard_store(app_cache)
-    kept = store.suggestions(NeuronId(0, 2))
+    notes = opened(app_cache).notes
+    kept = notes.suggestions(NeuronId(0, 2))
     assert [(s.text, s.author, s.source) for s in kept] == [("the tokens ' the', ' a' and '.'", "Ada", "person")]
     assert kept[0].score is not None and kept[0].score.simulator == "baseline"
-    live = store.live_score_by_id(kept[0].score.score_id)
+    live = notes.live_score_by_id(kept[0].score.score_id)
     assert live is not None and len(live.simulations) > 0
     assert "**Yours**" in texts(at) and "the tokens" in texts(at)
-    # the same text again is not simulated twice
-    before = store.notes_counts()["live_scores"]
+    assert any(s == "the tokens ' the', ' a' and '.'" for s in at.dataframe[-1].value["suggestion"])
+    # the same text again is kept as a second suggestion with the first one's live score, not simulated again
     at.text_area(key="suggest_text").input("the tokens ' the', ' a' and '.'")
     next(b for b in at.button if b.label == "Score it").click().run()
-    assert store.notes_counts()["live_scores"] == before
-    assert len(store.suggestions(NeuronId(0, 2))) == 2
+    again = notes.suggestions(NeuronId(0, 2))
+    assert len(again) == 2 and {s.score.score_id for s in again if s.score} == {kept[0].score.score_id}
 
 
 def test_a_rating_is_stored_and_shown(app, app_cache):
     at = app(layer=0, neuron=3).run()
     at.switch_page("pages/scoring.py").run()
-    store = dashboard_store(app_cache)
-    if not store.explanations(NeuronId(0, 3)):
-        store.add_suggestion(NeuronId(0, 3), "a person's guess", "Ada")
+    cache = opened(app_cache)
+    if not cache.reader.explanations(NeuronId(0, 3)):
+        cache.notes.add_suggestion(NeuronId(0, 3), "a person's guess", "Ada")
         at.run()
     at.radio(key="review_rating").set_value("wrong")
     at.text_input(key="review_note").input("fires on digits, not words")
     at.text_input(key="review_author").input("Grace")
     next(b for b in at.button if b.label == "Save rating").click().run()
     no_errors(at)
-    ratings = store.ratings(NeuronId(0, 3))
+    ratings = cache.notes.ratings(NeuronId(0, 3))
     assert [(r.rating.value, r.note, r.author) for r in ratings] == [("wrong", "fires on digits, not words", "Grace")]
     assert "Rating saved." in texts(at)
     shown = at.dataframe[-1].value
@@ -190,8 +191,7 @@ def test_a_rating_is_stored_and_shown(app, app_cache):
 
 def test_home_lists_where_people_and_score_disagree(app, app_cache):
     at = app().run()
-    store = dashboard_store(app_cache)
-    store.add_rating(NeuronId(4, 4), "numbers", "wrong", score=0.9, note="x")
+    opened(app_cache).notes.add_rating(NeuronId(4, 4), "numbers", "wrong", score=0.9, note="x")
     at.run()
     labels = [b.label for b in at.button]
     assert any(label.startswith("4:4 · score 0.90 but people say wrong") for label in labels)
@@ -203,8 +203,7 @@ def test_related_page_moves_to_a_related_neuron(app, app_cache):
     at = app(layer=1, neuron=9).run()
     at.switch_page("pages/related.py").run()
     no_errors(at)
-    store = dashboard_store(app_cache)
-    upstream = store.related_neurons(NeuronId(1, 9), "upstream_positive", 5)
+    upstream = opened(app_cache).reader.related_neurons(NeuronId(1, 9), "upstream_positive", 5)
     assert upstream and all(r.neuron.layer == 0 for r in upstream)
     assert "not computed yet" not in texts(at)
     target = upstream[0].neuron
@@ -229,29 +228,28 @@ def test_try_your_own_text_runs_the_model_once_per_click(app, app_cache):
 
 
 def test_live_work_waits_in_line(app, app_cache):
-    """Hold the only live slot: a forward pass waits ("queued") and runs once the slot is free."""
-    import components
+    """Hold the only live slot: a forward pass waits in line, and runs once the slot is free."""
+    from dashboard.state import live_gate
 
-    gate = components.live_gate()
+    gate = live_gate()
     at = app(layer=0, neuron=0).run()
     at.switch_page("pages/try_text.py").run()
     at.text_area(key="try_text").input("hello world")
     button = next(b for b in at.button if b.label == "Run the model")
     assert gate.semaphore.acquire(timeout=5)
-    done: dict[str, float] = {}
-
-    def click() -> None:
-        started = time.perf_counter()
-        button.click().run()
-        done["seconds"] = time.perf_counter() - started
-
-    worker = threading.Thread(target=click)
-    worker.start()
-    time.sleep(1.5)
-    assert worker.is_alive() and gate.waiting == 1  # queued behind the held slot
-    gate.semaphore.release()
-    worker.join(timeout=60)
-    assert done["seconds"] >= 1.5 and gate.waiting == 0
+    try:
+        worker = threading.Thread(target=lambda: button.click().run())
+        worker.start()
+        deadline = time.monotonic() + 60
+        while gate.waiting == 0 and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the click's run reaches the queue
+        assert gate.waiting == 1 and worker.is_alive()  # it waits behind the held slot
+        worker.join(timeout=0.5)
+        assert worker.is_alive() and gate.waiting == 1  # and keeps waiting while the slot is held
+    finally:
+        gate.semaphore.release()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and gate.waiting == 0
     no_errors(at)
     assert any("na-heatmap" in h.value for h in at.get("html"))
 
@@ -264,8 +262,8 @@ def test_the_store_is_reattached_when_the_cache_file_is_replaced(app, small_cach
     assert {m.label: m.value for m in at.metric}["Corpus"] == "stdlib"
     rebuilt = tmp_path / "rebuilt.duckdb"
     shutil.copy(small_cache, rebuilt)
-    with Store.open(rebuilt, writable=True) as writer:
-        writer.set_meta({"corpus": "rebuilt corpus"})
+    with duckdb.connect(str(rebuilt)) as con:  # a build of another corpus, as far as the app can tell
+        con.execute("UPDATE meta SET value = to_json('rebuilt corpus') WHERE key = 'corpus'")
     os.replace(rebuilt, path)  # as a finished build publishes its file
     at.run()
     no_errors(at)
@@ -274,15 +272,13 @@ def test_the_store_is_reattached_when_the_cache_file_is_replaced(app, small_cach
 
 
 def test_without_a_cache_the_app_says_which_command_builds_one(app, atlas_home, tmp_path, monkeypatch):
-    import components
-
     monkeypatch.setenv("NEURON_ATLAS_CACHE", str(tmp_path / "missing.duckdb"))
     at = app().run()
     assert not at.exception
     message = "\n".join(e.value for e in (*at.warning, *at.error))
-    assert components.build_command() in message
+    assert paths.build_command() in message
     at.switch_page("pages/scoring.py").run()
-    assert not at.exception and components.build_command() in at.warning[0].value
+    assert not at.exception and paths.build_command() in at.warning[0].value
 
 
 def test_a_cache_in_use_elsewhere_is_reported_as_such(app, app_cache, tmp_path, monkeypatch):
@@ -304,12 +300,10 @@ def test_a_cache_in_use_elsewhere_is_reported_as_such(app, app_cache, tmp_path, 
 
 
 def test_the_last_cache_is_remembered(app, app_cache, atlas_home, monkeypatch):
-    import components
-
     app().run()
-    assert components.remembered_cache() == app_cache.resolve()
+    assert paths.remembered_cache() == app_cache.resolve()
     monkeypatch.delenv("NEURON_ATLAS_CACHE")
-    assert components.default_cache() == app_cache.resolve()
+    assert paths.default_cache() == app_cache.resolve()
 
 
 def test_generating_an_explanation_keeps_it_as_a_scored_suggestion(app, app_cache):
@@ -318,7 +312,7 @@ def test_generating_an_explanation_keeps_it_as_a_scored_suggestion(app, app_cach
     assert "free" in texts(at)
     at.button(key="generate").click().run()
     no_errors(at)
-    kept = dashboard_store(app_cache).suggestions(NeuronId(0, 9))
+    kept = opened(app_cache).notes.suggestions(NeuronId(0, 9))
     assert len(kept) == 1 and kept[0].source == "baseline" and kept[0].text.startswith("fires on")
     assert kept[0].score is not None and kept[0].score.simulator == "baseline"
     assert "New explanation kept as a suggestion" in at.success[0].value

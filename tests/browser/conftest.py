@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import CHROMIUM, ROOT, Server, launch, run_app
+
+from core.paths import copy_cache
 
 UNSAFE_CORPUS = [
     "The parser reads <img src=x onerror=alert(1)> and keeps going.",
@@ -67,9 +68,9 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def dashboard(dashboard_cache, atlas_home, tmp_path_factory, artifacts) -> Iterator[Server]:
-    """The dashboard served on the prepared small cache (a hard link: the server's notes file is its own)."""
+    """The dashboard served on the prepared small cache (hard links: the server's notes file is its own)."""
     link = tmp_path_factory.mktemp("browser-cache") / "browser.duckdb"
-    os.link(dashboard_cache, link)
+    copy_cache(dashboard_cache, link, link=True)
     with run_app(link, atlas_home, artifacts / "server-dashboard.log") as server:
         yield server
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness import ROOT, atlas_home, launch, run_app, wait_ready
 
-from core.store import Store
+from core.store import open_reader
 from core.types import NeuronId
 
 PAGES = [
@@ -33,8 +33,8 @@ PAGES = [
 
 def pick_neuron(cache: Path) -> NeuronId:
     """The best-scored neuron of layer 0, else 0:0."""
-    with Store.open(cache) as store:
-        rows = store.neuron_table(layer=0, order="score", scored_only=True, limit=1)
+    with open_reader(cache) as reader:
+        rows = reader.neuron_table(layer=0, order="score", scored_only=True, limit=1)
     return rows[0].neuron if rows else NeuronId(0, 0)
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from harness import wait_ready
 
-from core.store import Store
+from core.store import open_reader
 from core.types import NeuronId
 
 pytestmark = pytest.mark.browser
@@ -36,10 +36,15 @@ def sidebar_neuron(page) -> tuple[int, int]:
 
 
 def test_a_shared_link_opens_its_page_on_a_fresh_server(dashboard, page):
-    """The first visit after the server starts is a deep link (what students do with a teacher's link)."""
+    """The first visit after the server starts is a deep link (what students do with a teacher's link): Streamlit
+    runs pages/scoring.py on its own then, and the page must run the frame (dashboard/state.py, current_frame)."""
     open_page(page, f"{dashboard.url}/scoring?layer=0&neuron=5")
     assert heading(page) == "Neuron 0:5 — scoring details"
     assert sidebar_neuron(page) == (0, 5)
+    navigation = page.locator("[data-testid='stSidebarNav']").inner_text()
+    for title in ("Home", "Find a neuron", "Scoring details", "Insights", "Related neurons", "Try your own text"):
+        assert title in navigation  # the frame's navigation, not Streamlit's list of files in pages/
+    assert page.locator("[data-testid='stSidebarNav'] a", has_text="try_text").count() == 0
 
 
 def test_first_screen_leads_to_neuron_0_0_and_related_links_move(dashboard, dashboard_cache, page, artifacts):
@@ -50,7 +55,7 @@ def test_first_screen_leads_to_neuron_0_0_and_related_links_move(dashboard, dash
     page.wait_for_url(re.compile(r"/insights"))
     wait_ready(page)
     assert heading(page) == "Neuron 0:0 — insights"
-    with Store.open(dashboard_cache) as store:
+    with open_reader(dashboard_cache) as store:
         explanation = store.explanations(NeuronId(0, 0))
         related = store.related_neurons(NeuronId(0, 0), "downstream_positive", 5)
     assert explanation and related
@@ -75,7 +80,7 @@ def test_first_screen_leads_to_neuron_0_0_and_related_links_move(dashboard, dash
 def test_real_and_simulated_heatmaps_and_a_live_suggestion(dashboard, dashboard_cache, page, artifacts):
     open_page(page, f"{dashboard.url}/scoring?layer=0&neuron=1")
     assert heading(page) == "Neuron 0:1 — scoring details"
-    with Store.open(dashboard_cache) as store:
+    with open_reader(dashboard_cache) as store:
         assert store.explanations(NeuronId(0, 1))
     heatmaps = page.locator(".na-heatmap")
     assert heatmaps.count() >= 1 and "simulated" in heatmaps.first.inner_text()

@@ -1,15 +1,14 @@
-"""The dashboard's shared pieces that need no running app: the safe heatmap, colours and the cache choice."""
+"""The dashboard's HTML as pure functions (dashboard/render.py): the safe heatmap, tables, cards and colours."""
 
 from __future__ import annotations
 
 import html
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-import components as ui
+from dashboard import render as ui
 
 PAYLOADS = [
     "<img src=x onerror=alert(1)>",
@@ -71,45 +70,12 @@ def test_display_token_shows_invisible_characters():
     assert ui.display_token(" é ") == " é "
 
 
-def test_scores_are_formatted_for_people():
-    assert ui.fmt_score(None) == "undefined" and ui.fmt_score(float("nan")) == "undefined"
-    assert ui.fmt_score(0.456) == "0.46"
-
-
-def test_default_cache_order(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEURON_ATLAS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(ui.CACHE_ENV, raising=False)
-    monkeypatch.setattr(ui, "APP_DIR", tmp_path / "app")
-    monkeypatch.setattr(ui, "DEFAULT_CACHE", tmp_path / "app" / "caches" / "demo.duckdb")
-    assert ui.default_cache() is None
-    (tmp_path / "app" / "caches").mkdir(parents=True)
-    other = tmp_path / "app" / "caches" / "other.duckdb"
-    other.write_bytes(b"")
-    (tmp_path / "app" / "caches" / "other.notes.duckdb").write_bytes(b"")
-    assert ui.known_caches() == [other.resolve()]
-    assert ui.default_cache() == other.resolve()
-    ui.DEFAULT_CACHE.write_bytes(b"")
-    assert ui.default_cache() == ui.DEFAULT_CACHE.resolve()
-    last = tmp_path / "last.duckdb"
-    last.write_bytes(b"")
-    ui.remember_cache(last)
-    assert ui.remembered_cache() == last and ui.default_cache() == last.resolve()
-    monkeypatch.setenv(ui.CACHE_ENV, str(tmp_path / "env.duckdb"))
-    assert ui.default_cache() == (tmp_path / "env.duckdb").resolve()  # the env wins, even before it exists
-    last.unlink()
-    assert ui.remembered_cache() is None
-
-
-def test_build_command_names_a_real_subcommand():
-    command = ui.build_command()
-    sub = command.split()[3]
-    assert command.startswith("python -m core ") and ui._cli_has(sub)
-    assert str(Path("caches") / "smollm2-135m-stdlib.duckdb") in command
-
-
-def test_live_settings_never_show_the_key():
-    settings = ui.LiveSettings("openai", "gpt-4o-mini", None, "sk-secret-123")
-    assert "sk-secret" not in repr(settings) and "sk-secret" not in str(settings)
-    assert settings.spec == "openai:gpt-4o-mini"
-    assert ui.LiveSettings("baseline", "").spec == "baseline"
-    assert ui.LiveSettings("local", "").spec == "local" and ui.LiveSettings("local", "m").spec == "local:m"
+def test_tables_and_cards_escape_every_cell():
+    for payload in PAYLOADS:
+        markup = ui.table_html(["token", payload], [[payload, 1.5]], bars=[-2.0], bar_scale=1.0, widths=[50, 50])
+        assert not re.search(r"<(img|script|style|iframe)", markup) and html.escape(payload, quote=True) in markup
+        assert "rgba(37,99,235,0.35) 100%" in markup  # a negative bar, clamped to the full width
+        card = ui.card_html(payload, payload, payload)
+        assert not re.search(r"<(img|script|style|iframe)", card) and card.count(html.escape(payload, quote=True)) == 3
+    steps = ui.steps_html([("1. <b>", "x < y"), ("2.", "z")])
+    assert "&lt;b&gt;" in steps and "x &lt; y" in steps and steps.count("→") == 1

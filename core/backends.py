@@ -1,0 +1,141 @@
+"""Backend specs ("baseline", "local", "local:MODEL", "openai:MODEL") and the one place that builds an explainer, a
+simulator and the LLM clients behind them, for the command line and the dashboard alike.
+
+`BackendSpec.parse` is the only reader of a spec: core.llm.make_client, core.explain.make_explainer and
+core.simulate.make_simulator call it. `wire` decides which clients exist (one per distinct LLM spec, shared by an
+explainer and a simulator with the same spec) and where their answers are cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.explain import Explainer
+    from core.llm import LLMClient, Usage
+    from core.simulate import Simulator
+    from core.store import ResponseCache
+
+BACKEND_FORMS = "baseline, local (the built-in smollm2-135m), local:MODEL, or openai:MODEL"
+"""The valid specs, for messages."""
+
+
+class BackendKind(StrEnum):
+    """What produces explanations or simulations."""
+
+    BASELINE = "baseline"
+    """No language model: token statistics (core/baseline.py)."""
+    LOCAL = "local"
+    """A transformers causal LM in this process."""
+    OPENAI = "openai"
+    """An OpenAI-compatible API (api.openai.com or any server with the same endpoints)."""
+
+
+class BackendSpecError(ValueError):
+    """A spec that names no backend; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A parsed backend spec."""
+
+    kind: BackendKind
+    model: str = ""
+    """openai: the model name; local: the model spec ("" for the built-in default); baseline: ""."""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.model}" if self.model else str(self.kind)
+
+    @property
+    def is_llm(self) -> bool:
+        """Whether a language-model client does the work."""
+        return self.kind != BackendKind.BASELINE
+
+    @classmethod
+    def parse(cls, text: str, role: str = "backend") -> BackendSpec:
+        """Read a spec; BackendSpecError names the `role` ("explainer", "simulator", ...) and the valid forms."""
+        kind_text, colon, model = text.strip().partition(":")
+        try:
+            kind = BackendKind(kind_text.strip().lower())
+        except ValueError:
+            raise BackendSpecError(f"unknown {role} {text!r}: use {BACKEND_FORMS}") from None
+        model = model.strip()
+        if kind == BackendKind.BASELINE and colon:
+            raise BackendSpecError(f"unknown {role} {text!r}: 'baseline' takes no model; use {BACKEND_FORMS}")
+        if kind == BackendKind.OPENAI and not model:
+            raise BackendSpecError(f"{text!r} names no model: use openai:MODEL, e.g. openai:gpt-4o-mini")
+        return cls(kind, model)
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """How LLM clients reach their server and how much they may spend. The key stays out of repr (and logs)."""
+
+    base_url: str | None = None
+    """An OpenAI-compatible server's /v1 URL; None: OPENAI_BASE_URL or api.openai.com."""
+    api_key: str | None = field(default=None, repr=False)
+    """None: OPENAI_API_KEY."""
+    max_cost_usd: float | None = None
+    """Stop before a priced model spends more than this (per client)."""
+    concurrency: int = 4
+    """LLM calls in flight at once, per client."""
+
+
+@dataclass
+class Backends:
+    """An explainer (when asked for), a simulator and the clients behind them."""
+
+    explainer: Explainer | None
+    simulator: Simulator
+    clients: dict[str, LLMClient]
+    """One client per distinct LLM spec."""
+
+    @property
+    def uses_api(self) -> bool:
+        """Whether any client calls an API (then work runs concurrently and costs money)."""
+        return any(BackendSpec.parse(spec).kind == BackendKind.OPENAI for spec in self.clients)
+
+    def check(self) -> None:
+        """One tiny call per API client, so a wrong key, model or server is one clear error before any work."""
+        from core.explain import check_client
+
+        for spec, client in self.clients.items():
+            if BackendSpec.parse(spec).kind == BackendKind.OPENAI:
+                check_client(client)
+
+    def usage(self) -> list[tuple[str, Usage]]:
+        """(spec, usage) of each client."""
+        return [(client.spec, client.usage) for client in self.clients.values()]
+
+
+def wire(
+    simulator: str,
+    *,
+    explainer: str | None = None,
+    settings: LLMSettings | None = None,
+    responses: ResponseCache | None = None,
+) -> Backends:
+    """The simulator (and explainer) of these specs with their clients; LLM answers are kept in `responses` (the
+    results file for the command line, the notes file for the dashboard)."""
+    from core.explain import make_explainer
+    from core.llm import make_client
+    from core.simulate import make_simulator
+
+    settings = settings or LLMSettings()
+    specs = {"simulator": BackendSpec.parse(simulator, "simulator")}
+    if explainer is not None:
+        specs["explainer"] = BackendSpec.parse(explainer, "explainer")
+    clients: dict[str, LLMClient] = {}
+    for spec in specs.values():
+        if spec.is_llm and str(spec) not in clients:
+            clients[str(spec)] = make_client(
+                str(spec), responses=responses, base_url=settings.base_url, api_key=settings.api_key,
+                max_cost_usd=settings.max_cost_usd, concurrency=settings.concurrency,
+            )
+    made_explainer = None
+    if explainer is not None:
+        made_explainer = make_explainer(explainer, client=clients.get(str(specs["explainer"])))
+    made_simulator = make_simulator(simulator, client=clients.get(str(specs["simulator"])))
+    return Backends(made_explainer, made_simulator, clients)

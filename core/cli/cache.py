@@ -1,0 +1,159 @@
+"""Commands about a cache as a whole: build (record), info, migrate, and demo (everything the dashboard shows)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.cli.args import CliError, default_cache_path, int_range
+from core.paths import CACHE_DIR_NAME, DEMO_CACHE_NAME, partial_dir, results_path
+
+
+def add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="record every MLP neuron of a model over a corpus into a cache")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="smollm2-135m (built in), a hub id, a folder or a .gguf file")
+    p.add_argument("--corpus", default="stdlib", help="stdlib (built in), a .txt file or folder, .jsonl, .parquet, "
+                   "or a saved Hugging Face dataset folder")
+    p.add_argument("--field", default="text", help="JSONL field / Parquet or dataset column holding the text")
+    p.add_argument("--tokens", type=int_range("--tokens", 64, 2_000_000_000), default=100_000,
+                   help="how many corpus tokens to record (default 100000)")
+    p.add_argument("--cache", type=Path, help="cache file to write (default caches/MODEL-CORPUS.duckdb)")
+    p.add_argument("--excerpt-len", type=int_range("--excerpt-len", 4, 2048), default=64)
+    p.add_argument("--top-k", type=int_range("--top-k", 1, 1000), default=20)
+    p.add_argument("--batch-size", type=int_range("--batch-size", 1, 4096), default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-seconds", type=float, default=300.0,
+                   help="save resumable progress this often (default 300)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache exists (the old file is replaced "
+                   "only when the new one is finished)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from core.corpus import build_corpus
+    from core.models import load_model
+    from core.record import BuildPlan, RecordConfig, record_corpus
+
+    if args.tokens < args.excerpt_len:
+        raise CliError(f"--tokens ({args.tokens}) must be at least --excerpt-len ({args.excerpt_len})")
+    cache = args.cache or default_cache_path(args.model, args.corpus)
+    if cache.exists() and not args.force and not partial_dir(cache).exists():
+        print(f"{cache} is already built; `python -m core info {cache}` describes it, --force rebuilds it")
+        return 0
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cfg = RecordConfig(top_k=args.top_k, bottom_k=args.top_k, batch_size=args.batch_size, seed=args.seed,
+                       checkpoint_seconds=args.checkpoint_seconds)
+    plan = BuildPlan(
+        model=args.model, corpus=args.corpus if args.field == "text" else f"{args.corpus} [{args.field}]",
+        tokens=args.tokens, excerpt_len=args.excerpt_len, settings={"top_k": args.top_k, "seed": args.seed},
+    )
+    print(f"loading {args.model} ...", file=sys.stderr)
+    subject = load_model(args.model)
+    summary = record_corpus(
+        subject,
+        lambda: build_corpus(args.corpus, subject.tokenizer, max_tokens=args.tokens, excerpt_len=args.excerpt_len,
+                             field=args.field, seed=args.seed, progress=not args.quiet),
+        cache, plan, cfg, progress=not args.quiet,
+    )
+    resumed = f", resumed at excerpt {summary.resumed_from_excerpt}" if summary.resumed_from_excerpt else ""
+    print(
+        f"recorded {summary.layers} layers x {summary.neurons_per_layer} neurons over {summary.tokens:,} tokens "
+        f"({summary.excerpts:,} excerpts) in {summary.seconds:.0f} s, {summary.tokens_per_second:.0f} tokens/s"
+        f"{resumed} -> {cache}"
+    )
+    return 0
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a cache")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from core.store import open_reader
+
+    with open_reader(args.cache) as reader:
+        info = reader.info()
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    total = info.layers * info.neurons_per_layer
+    print(f"cache        {info.path}")
+    print(f"model        {info.model} ({info.architecture})")
+    print(f"corpus       {info.corpus}")
+    print(f"tokens       {info.tokens:,} in {info.excerpts:,} excerpts of {info.excerpt_len}")
+    print(f"neurons      {info.neurons_recorded:,} of {total:,} recorded ({info.layers} layers x "
+          f"{info.neurons_per_layer:,})")
+    print(f"explanations {info.explanations:,}")
+    print(f"scores       {info.scores:,}")
+    return 0
+
+
+def add_migrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="bring a cache made by an older Neuron Atlas to the current schema version")
+    p.add_argument("cache", type=Path)
+    p.set_defaults(run=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from core.store import SCHEMA_VERSION, migrate_cache
+
+    if migrate_cache(args.cache):
+        print(f"{args.cache} is now schema version {SCHEMA_VERSION}: the recording stays in {args.cache.name}, "
+              f"explanations, scores and related tables moved to {results_path(args.cache).name}")
+    else:
+        print(f"{args.cache} is already schema version {SCHEMA_VERSION}; nothing to do")
+    return 0
+
+
+DEMO_SPREAD = 290
+"""Neurons explained over layers 1-29 besides all of layer 0 (10 per layer)."""
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build the demo cache: record the default model over stdlib, related tables, "
+                       "and offline explanations of all of layer 0 plus a spread over the other layers")
+    p.add_argument("--cache", type=Path, default=Path(CACHE_DIR_NAME) / DEMO_CACHE_NAME)
+    p.add_argument("--model", default="smollm2-135m", help="as for build (default: the built-in model)")
+    p.add_argument("--corpus", default="stdlib", help="as for build (default: the built-in stdlib corpus)")
+    p.add_argument("--tokens", type=int_range("--tokens", 64, 2_000_000_000), default=100_000)
+    p.add_argument("--spread", type=int_range("--spread", 0, 1_000_000), default=DEMO_SPREAD,
+                   help=f"neurons explained over the layers after 0 (default {DEMO_SPREAD})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Each step is the same code as its own command and skips what is already done, so a rerun resumes."""
+    from core.store import open_reader
+
+    quiet = ["--quiet"] if args.quiet else []
+    cache = str(args.cache)
+
+    def step(title: str, argv: list[str]) -> int:
+        print(f"== {title}", file=sys.stderr)
+        parsed = args.parse(argv)  # the whole command line's parser (set by core.cli.main)
+        return int(parsed.run(parsed))
+
+    for title, argv in (
+        ("1/4 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus", args.corpus,
+                                     "--tokens", str(args.tokens), *quiet]),
+        ("2/4 related tokens and neurons", ["related", cache, *quiet]),
+        ("3/4 explain layer 0", ["explain", cache, "--layers", "0", *quiet]),
+    ):
+        if code := step(title, argv):
+            return code
+    with open_reader(args.cache) as reader:
+        layers = reader.info().layers
+    if args.spread and layers > 1:
+        argv = ["explain", cache, "--layers", f"1-{layers - 1}", "--sample", str(args.spread), *quiet]
+        if code := step("4/4 explain a spread over the other layers", argv):
+            return code
+    print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
+    return 0

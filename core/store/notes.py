@@ -1,0 +1,171 @@
+"""What people write in the dashboard (NAME.notes.duckdb): live scores, suggestions, ratings, the dashboard's LLM
+answers. NotesStore is the only object through which the dashboard writes anything; the dashboard process is the
+file's only writer, so it never waits for the command line's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+
+from core.store.database import Database, Queries
+from core.store.explanations import finite
+from core.store.responses import ResponseCache
+from core.store.schema import NOTES
+from core.types import Disagreement, HumanRating, LiveScore, LiveSimulation, NeuronId, Rating, Scores, Suggestion
+
+_STAMP = "strftime(created_at, '%Y-%m-%d %H:%M:%S')"
+
+
+class NotesQueries(Queries):
+    """Reads of the notes."""
+
+    def live_score(
+        self, neuron: NeuronId, text: str, simulator: str, *, with_simulations: bool = True
+    ) -> LiveScore | None:
+        """The latest live score of exactly this text for this neuron by this simulator, if any."""
+        row = self._db.cursor().execute(
+            f"SELECT score_id FROM {NOTES}.live_scores WHERE layer = ? AND neuron = ? AND text = ? AND simulator = ? "
+            "ORDER BY score_id DESC LIMIT 1",
+            [neuron.layer, neuron.neuron, text, simulator],
+        ).fetchone()
+        return None if row is None else self.live_score_by_id(int(row[0]), with_simulations=with_simulations)
+
+    def live_score_by_id(self, score_id: int, *, with_simulations: bool = True) -> LiveScore | None:
+        """One live score, with its per-excerpt predictions unless `with_simulations` is False."""
+        cur = self._db.cursor()
+        row = cur.execute(
+            "SELECT layer, neuron, text, simulator, score_all, score_top, score_random "
+            f"FROM {NOTES}.live_scores WHERE score_id = ?",
+            [score_id],
+        ).fetchone()
+        if row is None:
+            return None
+        simulations: tuple[LiveSimulation, ...] = ()
+        if with_simulations:
+            rows = cur.execute(
+                f"SELECT excerpt_id, normalized_predictions, score FROM {NOTES}.live_simulations "
+                "WHERE score_id = ? ORDER BY excerpt_id",
+                [score_id],
+            ).fetchall()
+            simulations = tuple(LiveSimulation(int(r[0]), tuple(float(v) for v in r[1]), r[2]) for r in rows)
+        return LiveScore(score_id, NeuronId(int(row[0]), int(row[1])), row[2], row[3], row[4], row[5], row[6],
+                         simulations)
+
+    def suggestions(self, neuron: NeuronId) -> list[Suggestion]:
+        """A neuron's suggestions, best live score first (unscored last), without their simulations."""
+        rows = self._db.cursor().execute(
+            f"SELECT s.suggestion_id, s.text, s.author, s.source, strftime(s.created_at, '%Y-%m-%d %H:%M:%S'), "
+            "l.score_id, l.simulator, l.score_all, l.score_top, l.score_random "
+            f"FROM {NOTES}.suggestions s LEFT JOIN {NOTES}.live_scores l USING (score_id) "
+            "WHERE s.layer = ? AND s.neuron = ? ORDER BY l.score_all DESC NULLS LAST, s.suggestion_id DESC",
+            [neuron.layer, neuron.neuron],
+        ).fetchall()
+        return [
+            Suggestion(int(r[0]), neuron, r[1], r[2], r[3], r[4],
+                       None if r[5] is None else LiveScore(int(r[5]), neuron, r[1], r[6], r[7], r[8], r[9]))
+            for r in rows
+        ]
+
+    def ratings(self, neuron: NeuronId) -> list[HumanRating]:
+        """A neuron's ratings, newest first."""
+        rows = self._db.cursor().execute(
+            f"SELECT rating_id, explanation_text, explanation_ref, score, rating, note, author, {_STAMP} "
+            f"FROM {NOTES}.ratings WHERE layer = ? AND neuron = ? ORDER BY rating_id DESC",
+            [neuron.layer, neuron.neuron],
+        ).fetchall()
+        return [HumanRating(int(r[0]), neuron, r[1], r[2], r[3], Rating(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def disagreements(self, high: float = 0.4, low: float = 0.2, limit: int = 10) -> list[Disagreement]:
+        """Rated explanations where people and the score disagree: mostly "wrong" at score >= high, or mostly
+        "right" at score < low; largest gap first."""
+        rows = self._db.cursor().execute(
+            "WITH r AS (SELECT layer, neuron, explanation_text, max(score) AS score, "
+            "count(*) FILTER (rating = 'right') AS n_right, count(*) FILTER (rating = 'partly') AS n_partly, "
+            f"count(*) FILTER (rating = 'wrong') AS n_wrong FROM {NOTES}.ratings WHERE score IS NOT NULL "
+            "GROUP BY ALL) "
+            "SELECT * FROM r WHERE (n_wrong > n_right + n_partly AND score >= ?) "
+            "OR (n_right > n_wrong + n_partly AND score < ?) "
+            "ORDER BY abs(score - CASE WHEN n_wrong > n_right THEN 0 ELSE 1 END) DESC, layer, neuron LIMIT ?",
+            [high, low, limit],
+        ).fetchall()
+        return [Disagreement(NeuronId(int(r[0]), int(r[1])), r[2], float(r[3]), int(r[4]), int(r[5]), int(r[6]))
+                for r in rows]
+
+
+class NotesStore(NotesQueries):
+    """Reads and writes of the notes: the dashboard's one write surface."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.version = 0
+        """Counts the writes made through this object: a cache key for views that read the notes."""
+        self.responses = ResponseCache(db, NOTES)
+        """The dashboard's LLM answers (core/llm.py)."""
+
+    def add_live_score(
+        self, neuron: NeuronId, text: str, simulator: str, scores: Scores, simulations: Sequence[LiveSimulation]
+    ) -> LiveScore:
+        """Keep a live scoring of `text`, with one simulation per scoring excerpt."""
+        values = (finite(scores.all), finite(scores.top), finite(scores.random))
+        with self._db.transaction() as cur:
+            score_id = _next_id(cur, "live_scores", "score_id")
+            cur.execute(
+                f"INSERT INTO {NOTES}.live_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
+                [score_id, neuron.layer, neuron.neuron, text, simulator, *values],
+            )
+            if simulations:
+                cur.executemany(
+                    f"INSERT INTO {NOTES}.live_simulations VALUES (?, ?, ?, ?)",
+                    [[score_id, s.excerpt_id, list(s.normalized_predictions), finite(s.score)] for s in simulations],
+                )
+        self.version += 1
+        return LiveScore(score_id, neuron, text, simulator, *values, tuple(simulations))
+
+    def add_suggestion(
+        self, neuron: NeuronId, text: str, author: str, source: str = "person", score_id: int | None = None
+    ) -> Suggestion:
+        """Keep an explanation someone suggested (or generated) in the dashboard, with its live score's id."""
+        author = author or "anonymous"
+        with self._db.transaction() as cur:
+            suggestion_id = _next_id(cur, "suggestions", "suggestion_id")
+            row = cur.execute(
+                f"INSERT INTO {NOTES}.suggestions VALUES (?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC')) "
+                f"RETURNING {_STAMP}",
+                [suggestion_id, neuron.layer, neuron.neuron, text, author, source, score_id],
+            ).fetchone()
+        self.version += 1
+        score = None if score_id is None else self.live_score_by_id(score_id, with_simulations=False)
+        return Suggestion(suggestion_id, neuron, text, author, source, row[0] if row else "", score)
+
+    def add_rating(
+        self,
+        neuron: NeuronId,
+        explanation_text: str,
+        rating: Rating,
+        *,
+        note: str = "",
+        author: str = "",
+        explanation_ref: str = "",
+        score: float | None = None,
+    ) -> HumanRating:
+        """Keep a person's rating of one explanation (with the score it showed then)."""
+        rating, author = Rating(rating), author or "anonymous"
+        with self._db.transaction() as cur:
+            rating_id = _next_id(cur, "ratings", "rating_id")
+            row = cur.execute(
+                f"INSERT INTO {NOTES}.ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC')) "
+                f"RETURNING {_STAMP}",
+                [rating_id, neuron.layer, neuron.neuron, explanation_text, explanation_ref, finite(score),
+                 str(rating), note, author],
+            ).fetchone()
+        self.version += 1
+        return HumanRating(rating_id, neuron, explanation_text, explanation_ref, finite(score), rating, note, author,
+                           row[0] if row else "")
+
+
+def _next_id(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+    # table and column are this module's constants, never user text; callers hold the write lock
+    row = cur.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {NOTES}.{table}").fetchone()
+    return int(row[0]) if row else 1

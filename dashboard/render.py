@@ -1,0 +1,193 @@
+"""HTML for the dashboard, as pure functions of data: heatmaps of tokens, tables, cards, legends.
+
+Everything shown here that a corpus, an LLM or a person wrote goes through `escape` (html.escape with quotes);
+colours and widths come from clamped numbers, never from data. The results are handed to st.html, which sanitises
+again in the browser.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+POSITIVE_RGB = (255, 106, 0)
+"""Heatmap colour of positive activations (orange)."""
+NEGATIVE_RGB = (37, 99, 235)
+"""Heatmap colour of negative activations (blue)."""
+SIMULATED_RGB = (22, 163, 74)
+"""Underline colour of simulated activations in the overlaid view (green)."""
+
+END_MARKER = '<div class="na-end"></div>'
+"""An empty element after a page's last panel: browser tests and bench/app.py wait for it."""
+
+_VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
+
+
+def display_token(token: str) -> str:
+    """A token as visible text: newlines and tabs as symbols, other control characters as \\xNN. Not escaped."""
+    out = []
+    for char in token:
+        if char in _VISIBLE:
+            out.append(_VISIBLE[char])
+        elif ord(char) < 32 or 0x7F <= ord(char) < 0xA0:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def escape(text: object) -> str:
+    """HTML-escape anything for st.html: quotes too, so it is safe inside attributes."""
+    return html.escape(str(text), quote=True)
+
+
+def clamp01(value: float) -> float:
+    """`value` clamped to [0, 1]; NaN, None and infinities that are not positive become 0."""
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return 0.0
+    return min(max(float(value), 0.0), 1.0)
+
+
+def rgba(rgb: tuple[int, int, int], alpha: float) -> str:
+    """A CSS colour built from numbers only."""
+    r, g, b = (min(max(int(c), 0), 255) for c in rgb)
+    return f"rgba({r},{g},{b},{clamp01(alpha):.2f})"
+
+
+def activation_colour(value: float, positive_scale: float, negative_scale: float) -> str:
+    """Orange for positive, blue for negative activations, opacity = |value| / scale, clamped."""
+    if value is None or math.isnan(value):
+        return rgba(POSITIVE_RGB, 0.0)
+    if value >= 0:
+        return rgba(POSITIVE_RGB, value / positive_scale if positive_scale > 0 else 0.0)
+    return rgba(NEGATIVE_RGB, -value / negative_scale if negative_scale > 0 else 0.0)
+
+
+@dataclass(frozen=True)
+class HeatmapRow:
+    """One excerpt to draw: its tokens, raw activations, and optionally a simulation on the 0-10 scale."""
+
+    tokens: Sequence[str]
+    activations: Sequence[float]
+    label: str = ""
+    """Shown before the tokens (escaped)."""
+    simulated: Sequence[float] | None = None
+    """Simulated activation per token on the 0-10 scale (None: not simulated)."""
+
+
+HEATMAP_MODES = ("real", "side by side", "overlaid")
+"""real: activations only; side by side: a real row then a simulated row on the shared 0-10 scale; overlaid: real as
+background, simulated as a green underline."""
+
+
+def heatmap_html(
+    rows: Sequence[HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0, mode: str = "real"
+) -> str:
+    """Excerpts as coloured tokens with hover values (a HEATMAP_MODES mode)."""
+    parts = ['<div class="na-heatmap" style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;'
+             'font-size:13px;line-height:1.9">']
+    for row in rows:
+        parts.append('<div style="margin:0 0 8px 0;padding:2px 0;border-bottom:1px solid #eee">')
+        if row.label:
+            parts.append(f'<div style="font-family:sans-serif;font-size:11px;color:#666">{escape(row.label)}</div>')
+        simulated = list(row.simulated) if row.simulated is not None else None
+        if mode == "side by side" and simulated is not None:
+            parts.append(_token_line(row, positive_scale, negative_scale, None, tag="real"))
+            parts.append(_token_line(row, positive_scale, negative_scale, simulated, tag="simulated"))
+        else:
+            overlay = simulated if mode == "overlaid" else None
+            parts.append(_token_line(row, positive_scale, negative_scale, overlay, tag=""))
+        parts.append("</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _token_line(
+    row: HeatmapRow, positive_scale: float, negative_scale: float, simulated: list[float] | None, tag: str
+) -> str:
+    out = ['<div style="white-space:pre-wrap;word-break:break-word">']
+    if tag:
+        out.append(f'<span style="font-family:sans-serif;font-size:10px;color:#888;display:inline-block;'
+                   f'width:64px">{escape(tag)}</span>')
+    for index, (token, raw) in enumerate(zip(row.tokens, row.activations, strict=False)):
+        value = float(raw)
+        sim = simulated[index] if simulated is not None and index < len(simulated) else None
+        normalized = 10.0 * value / positive_scale if positive_scale > 0 else 0.0
+        title = f"{display_token(token)!r}  activation {value:.3f}  ({normalized:.1f}/10)"
+        if tag == "simulated" and sim is not None:
+            style = f"background:{rgba(POSITIVE_RGB, float(sim) / 10.0)}"
+            title += f"  simulated {float(sim):.1f}/10"
+        else:
+            style = f"background:{activation_colour(value, positive_scale, negative_scale)}"
+            if sim is not None:
+                style += f";border-bottom:3px solid {rgba(SIMULATED_RGB, float(sim) / 10.0)}"
+                title += f"  simulated {float(sim):.1f}/10"
+        out.append(f'<span style="{style};border-radius:2px" title="{escape(title)}">'
+                   f"{escape(display_token(token))}</span>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def legend_html(positive_scale: float, negative_scale: float = 0.0, simulated: bool = False) -> str:
+    """A one-line key to the heatmap colours."""
+    parts = [f'<span style="background:{rgba(POSITIVE_RGB, 1.0)};padding:0 6px;border-radius:2px">&nbsp;</span> '
+             f"activation up to {positive_scale:.3g}"]
+    if negative_scale > 0:
+        parts.append(f'<span style="background:{rgba(NEGATIVE_RGB, 1.0)};padding:0 6px;border-radius:2px">'
+                     f"&nbsp;</span> negative down to {-negative_scale:.3g}")
+    if simulated:
+        parts.append(f'<span style="border-bottom:3px solid {rgba(SIMULATED_RGB, 1.0)}">&nbsp;&nbsp;&nbsp;</span> '
+                     "simulated (0-10)")
+    return (f'<div style="font-size:12px;color:#555">{" &nbsp; ".join(parts)} &nbsp; (hover a token for values)'
+            "</div>")
+
+
+def card_html(text: str, source: str = "", badge: str = "") -> str:
+    """An explanation in a card: the text, where it came from, and a score badge (all escaped)."""
+    badge_html = (f'<span style="float:right;background:#fff;border:1px solid #f0c29a;border-radius:10px;'
+                  f'padding:0 8px;font-size:13px">{escape(badge)}</span>') if badge else ""
+    return ('<div class="na-card" style="border-left:4px solid #d9480f;background:#fff7f0;border-radius:6px;'
+            f'padding:10px 14px;margin:4px 0 8px 0">{badge_html}<div style="font-size:17px">{escape(text)}</div>'
+            f'<div style="font-size:12px;color:#666;margin-top:4px">{escape(source)}</div></div>')
+
+
+def steps_html(steps: Sequence[tuple[str, str]]) -> str:
+    """Boxes joined by arrows, one per (title, text) step (the home page's explain -> simulate -> score)."""
+    colours = [("#fff7f0", "#f0c29a"), ("#f0f5ff", "#b6c8f5"), ("#f0faf3", "#a9dcb8")]
+    arrow = '<div style="align-self:center;font-size:22px;color:#d9480f">→</div>'
+    boxes = [f'<div style="flex:1;background:{back};border:1px solid {border};border-radius:8px;padding:10px">'
+             f"<b>{escape(title)}</b><br>{escape(text)}</div>"
+             for (title, text), (back, border) in zip(steps, colours * len(steps), strict=False)]
+    return ('<div style="display:flex;gap:10px;align-items:stretch;font-family:sans-serif;font-size:14px;'
+            f'margin:4px 0 12px 0">{arrow.join(boxes)}</div>')
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars: Sequence[float] | None = None,
+               bar_scale: float = 1.0, widths: Sequence[int] | None = None) -> str:
+    """A small HTML table, every cell escaped; optional bars behind the last column, widths from clamped numbers
+    (positive orange, negative blue); `widths` in percent per column. Lighter in the browser than a data grid."""
+    layout = ";table-layout:fixed" if widths else ""
+    parts = [f'<table class="na-table" style="border-collapse:collapse;font-size:13px;width:100%{layout}">']
+    if widths:
+        parts.append("<colgroup>" + "".join(f'<col style="width:{int(w)}%">' for w in widths) + "</colgroup>")
+    parts.append("<tr>")
+    parts += [f'<th style="text-align:left;color:#666;font-weight:normal;border-bottom:1px solid #ddd;'
+              f'padding:2px 6px">{escape(h)}</th>' for h in header]
+    parts.append("</tr>")
+    for index, row in enumerate(rows):
+        parts.append("<tr>")
+        for column, cell in enumerate(row):
+            style = "padding:2px 6px;border-bottom:1px solid #f0f0f0"
+            if column == 0:
+                style += ";font-family:ui-monospace,monospace;white-space:pre"
+            if bars is not None and column == len(row) - 1:
+                value = float(bars[index])
+                colour = rgba(POSITIVE_RGB if value >= 0 else NEGATIVE_RGB, 0.35)
+                width = clamp01(abs(value) / bar_scale if bar_scale > 0 else 0.0) * 100
+                style += f";background:linear-gradient(90deg,{colour} {width:.0f}%,transparent {width:.0f}%)"
+            parts.append(f'<td style="{style}">{escape(cell)}</td>')
+        parts.append("</tr>")
+    parts.append("</table>")
+    return "".join(parts)

@@ -1,0 +1,224 @@
+"""What the dashboard keeps between runs and sessions: the open cache of each file, cached views, the context the
+frame (app.py) hands each page, and the queue for live model work.
+
+- One DashboardCache per cache file for every session (st.cache_resource), re-attached when a file is replaced.
+- Views (core/views.py) are cached for every session with st.cache_data, keyed by the view, its arguments and the
+  cache files' signature (views of the notes: the notes' write count), so a neuron someone already opened costs
+  little the next time: `ctx.view(views.insights, neuron)`.
+- The frame passes a PageContext to the page it runs through a context variable set only while the page runs.
+  A page that runs without the frame (Streamlit's pages-directory mode: a deep link as the first visit after a
+  server start, and every AppTest run) runs the frame itself: see `page_context`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import runpy
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from core.live import LiveBackend
+from core.paths import REPO_DIR, build_command
+from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError
+from core.types import NeuronId
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+APP = REPO_DIR / "app.py"
+"""The frame: the script `streamlit run` starts."""
+
+PAGES: dict[str, str] = {
+    "home": "pages/home.py",
+    "picker": "pages/picker.py",
+    "scoring": "pages/scoring.py",
+    "insights": "pages/insights.py",
+    "related": "pages/related.py",
+    "try": "pages/try_text.py",
+}
+"""Page files by short name (the targets of st.Page in app.py and of links between pages)."""
+
+LIVE_SLOTS_ENV = "NEURON_ATLAS_LIVE_SLOTS"
+"""Environment variable: how many live model jobs (scoring, forward passes, generation) run at once (default 1)."""
+
+VIEW_CACHE_ENTRIES = 512
+"""Views kept per view function (per-neuron views: this many neurons, for every session)."""
+
+
+# --- the open cache ----------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str) -> DashboardCache:
+    return DashboardCache(path)
+
+
+def open_cache(path: Path) -> DashboardCache:
+    """The shared DashboardCache of this file (re-attached if a file changed); StoreError when it cannot be read."""
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise StoreError(f"no cache at {path}; build one with `{build_command(path)}`")
+    cache = _open(str(path))
+    cache.refresh()
+    return cache
+
+
+@st.cache_data(show_spinner=False, max_entries=VIEW_CACHE_ENTRIES)
+def _cached_view(name: str, key: tuple[Any, ...], args: tuple[Any, ...], _compute: Callable[[], T]) -> T:
+    """`_compute()` once per (view name, key, args) for every session; `_compute` is not part of the key."""
+    return _compute()
+
+
+def _name(view: Callable[..., Any]) -> str:
+    return f"{view.__module__}.{view.__qualname__}"
+
+
+def cache_key(cache: DashboardCache) -> tuple[Any, ...]:
+    """The cache's recording and results as they are on disk now (a st.cache_data key)."""
+    return (str(cache.reader.path), cache.signature)
+
+
+def cached_view(cache: DashboardCache, view: Callable[..., T], *args: Any) -> T:
+    """view(reader, *args), computed once for every session until the recording or results change."""
+    return _cached_view(_name(view), cache_key(cache), args, _compute=lambda: view(cache.reader, *args))
+
+
+# --- the page's context --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What the frame (app.py) hands every page on each run."""
+
+    cache: DashboardCache
+    info: CacheInfo
+    neuron: NeuronId
+    """The sidebar's neuron (bound to the URL's ?layer=L&neuron=N)."""
+    live: LiveBackend
+    """The sidebar's backend for live work."""
+
+    @property
+    def reader(self) -> CacheReader:
+        return self.cache.reader
+
+    @property
+    def notes(self) -> NotesStore:
+        return self.cache.notes
+
+    def view(self, view: Callable[..., T], *args: Any) -> T:
+        """view(reader, *args), cached for every session until the recording or results change."""
+        return cached_view(self.cache, view, *args)
+
+    def notes_view(self, view: Callable[..., T], *args: Any) -> T:
+        """view(reader, notes, *args), cached for every session until anything is written to the notes."""
+        key = (*cache_key(self.cache), self.notes.version)
+        return _cached_view(_name(view), key, args, _compute=lambda: view(self.reader, self.notes, *args))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the frame found: a context, or why there is none."""
+
+    context: PageContext | None
+    problem: str | None = None
+    """Why the cache could not be opened (None: there is no cache at all)."""
+
+
+_FRAME: ContextVar[Frame | None] = ContextVar("neuron_atlas_frame", default=None)
+
+
+@contextlib.contextmanager
+def frame_running(frame: Frame) -> Iterator[None]:
+    """Around `navigation.run()` in app.py: the page that runs inside gets `frame`."""
+    token = _FRAME.set(frame)
+    try:
+        yield
+    finally:
+        _FRAME.reset(token)
+
+
+def no_cache_message(problem: str | None) -> str:
+    """Why no cache is open, and what to do about it."""
+    if problem:
+        return f"The cache cannot be opened: {problem}. Choose another cache file in the sidebar."
+    return (f"No cache yet. Build the demo cache (the default model over the standard library's text) with "
+            f"`{build_command()}` or `make app`, then reload this page; or choose a cache file in the sidebar.")
+
+
+def current_frame() -> Frame:
+    """The frame of this run. A page started without it (Streamlit runs pages/*.py on their own until some session
+    has called st.navigation) runs app.py here, in this same script run, so a click that started the run is not
+    lost: app.py's st.navigation turns that mode off and runs this page inside the frame; the outer run stops."""
+    frame = _FRAME.get()
+    if frame is None:
+        runpy.run_path(str(APP), run_name="__main__")
+        st.stop()
+    return frame
+
+
+def page_context() -> PageContext:
+    """The context of this run; stops the page with what to do when no cache is open."""
+    frame = current_frame()
+    if frame.context is None:
+        st.warning(no_cache_message(frame.problem))
+        st.stop()
+    return frame.context
+
+
+# --- live work: one queue for every session -----------------------------------------------------------------------
+
+
+@dataclass
+class LiveGate:
+    """At most `slots` live model jobs at once across all sessions; the rest wait in line."""
+
+    slots: int
+    semaphore: threading.Semaphore
+    waiting: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@st.cache_resource(show_spinner=False)
+def live_gate() -> LiveGate:
+    """The process's one gate ($NEURON_ATLAS_LIVE_SLOTS slots, default 1)."""
+    slots = max(1, int(os.environ.get(LIVE_SLOTS_ENV, "1") or 1))
+    return LiveGate(slots, threading.Semaphore(slots))
+
+
+@contextlib.contextmanager
+def live_work(label: str) -> Iterator[None]:
+    """Run the body when a live slot is free, showing "queued" meanwhile (core.live's `queue`).
+
+    The wait is a short timeout loop that touches an st element each round, so a session that reruns or leaves
+    stops waiting at once instead of computing for nobody (NOTES.md, concurrency).
+    """
+    gate = live_gate()
+    box = st.empty()
+    with gate.lock:
+        gate.waiting += 1
+    try:
+        acquired = gate.semaphore.acquire(timeout=0.05)
+        while not acquired:
+            with gate.lock:
+                ahead = max(gate.waiting - 1, 0)
+            box.info(f"Queued: {label} starts when the model is free ({ahead} other request(s) waiting)",
+                     icon=":material/hourglass_top:")
+            acquired = gate.semaphore.acquire(timeout=0.25)
+    finally:
+        with gate.lock:
+            gate.waiting -= 1
+    try:
+        box.info(f"{label} ...", icon=":material/settings:")
+        yield
+    finally:
+        gate.semaphore.release()
+        box.empty()

@@ -1,0 +1,265 @@
+"""Streamlit pieces the frame and several pages share: the neuron selector bound to the URL, buttons and links that
+move to a neuron, the sidebar's cache and live-work settings, and the draw calls for core.views' records.
+
+The HTML itself is built by dashboard/render.py (pure functions); what is computed is in core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from core.backends import BackendKind, BackendSpec, LLMSettings
+from core.live import LiveBackend, LiveError, generate, generation_cost
+from core.paths import REPO_DIR, default_cache, known_caches
+from core.score import format_score
+from core.types import NeuronId, RelatedToken, RelatedTokenKind
+from dashboard import render
+from dashboard.state import PAGES, PageContext, live_work
+
+log = logging.getLogger(__name__)
+
+
+# --- the chosen neuron, carried in the URL (?layer=0&neuron=0) ---------------------------------------------------
+
+
+def go_to(layer: int, neuron: int) -> None:
+    """Widget callback: move every page to this neuron (a bound widget is changed through session_state)."""
+    st.session_state["layer"] = int(layer)
+    st.session_state["neuron"] = int(neuron)
+
+
+def step(delta: int, layers: int, neurons_per_layer: int) -> None:
+    """Widget callback: move `delta` neurons on, wrapping from a layer's last neuron to the next layer."""
+    index = int(st.session_state.get("layer", 0)) * neurons_per_layer + int(st.session_state.get("neuron", 0))
+    index = (index + delta) % (layers * neurons_per_layer)
+    go_to(index // neurons_per_layer, index % neurons_per_layer)
+
+
+def random_neuron(layers: int, neurons_per_layer: int) -> None:
+    """Widget callback: move to a random neuron."""
+    go_to(random.randrange(layers), random.randrange(neurons_per_layer))
+
+
+def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> NeuronId:
+    """Layer and neuron inputs bound to the URL's `layer` and `neuron`; previous, random and next buttons."""
+    with container:
+        st.markdown("**Neuron**")
+        left, right = st.columns(2)
+        # value "min" (0) is the default: the URL drops a parameter at its default, and buttons set these keys
+        layer = left.number_input("Layer", min_value=0, max_value=max(layers - 1, 0), step=1,
+                                  key="layer", bind="query-params")
+        neuron = right.number_input("Neuron", min_value=0, max_value=max(neurons_per_layer - 1, 0), step=1,
+                                    key="neuron", bind="query-params")
+        back, lucky, forward = st.columns(3)
+        back.button("", key="nav_prev", icon=":material/chevron_left:", help="previous neuron", on_click=step,
+                    args=(-1, layers, neurons_per_layer), width="stretch")
+        lucky.button("", key="nav_random", icon=":material/shuffle:", help="a random neuron", on_click=random_neuron,
+                     args=(layers, neurons_per_layer), width="stretch")
+        forward.button("", key="nav_next", icon=":material/chevron_right:", help="next neuron", on_click=step,
+                       args=(1, layers, neurons_per_layer), width="stretch")
+    return NeuronId(int(layer), int(neuron))
+
+
+def neuron_button(neuron: NeuronId, label: str | None = None, key: str | None = None, **kwargs: Any) -> bool:
+    """A button that moves this session to `neuron` (every page follows the sidebar)."""
+    return st.button(label or f"→ {neuron}", key=key, on_click=go_to, args=(neuron.layer, neuron.neuron), **kwargs)
+
+
+def page_link(page: str, label: str) -> None:
+    """A link to another page (a PAGES name) showing the same neuron (the bound URL parameters travel with it)."""
+    st.page_link(PAGES[page], label=label)
+
+
+def share_url(neuron: NeuronId, page: str) -> str:
+    """A relative URL that opens `page` on `neuron` in a new session (a link to hand to students)."""
+    return f"{Path(PAGES[page]).stem}?layer={neuron.layer}&neuron={neuron.neuron}"
+
+
+# --- the sidebar: cache and live-work settings ----------------------------------------------------------------
+
+
+def _cache_label(path: str) -> str:
+    """A cache file as the sidebar lists it: relative to the checkout when it is inside, else the full path."""
+    try:
+        return str(Path(path).relative_to(REPO_DIR))
+    except ValueError:
+        return path
+
+
+def _pick_cache() -> None:
+    """Callback of the cache box: this session now reads the chosen file."""
+    st.session_state["cache_path"] = st.session_state["cache_select"]
+
+
+def _type_cache() -> None:
+    """Callback of the path box: this session now reads the typed file (checked when it is opened)."""
+    typed = st.session_state.get("cache_other", "").strip()
+    if typed:
+        st.session_state["cache_path"] = str(Path(typed).expanduser().resolve())
+
+
+def cache_sidebar() -> Path | None:
+    """The sidebar's cache choice; returns the path this session uses (None when there is none).
+
+    The session's choice lives in session_state["cache_path"] and changes only in the callbacks, so a list of
+    caches that changes between runs (a new build, another session remembering its cache) never moves it."""
+    chosen = st.session_state.get("cache_path")
+    current = chosen if chosen else (str(default) if (default := default_cache()) else None)
+    choices = [str(path) for path in known_caches()]
+    if current is not None and current not in choices:
+        choices.insert(0, current)
+    with st.sidebar.expander("Cache", expanded=current is None):
+        if choices:
+            if st.session_state.get("cache_select") != current:
+                st.session_state["cache_select"] = current if current is not None else choices[0]
+            st.selectbox("Cache file", choices, format_func=_cache_label, key="cache_select", on_change=_pick_cache)
+        st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb",
+                      on_change=_type_cache)
+        if current is not None:
+            st.caption(f"`{current}`")
+    return Path(current) if current is not None else None
+
+
+BACKEND_LABELS: dict[BackendKind, str] = {
+    BackendKind.BASELINE: "baseline (offline, token statistics)",
+    BackendKind.LOCAL: "local model (in this process)",
+    BackendKind.OPENAI: "OpenAI-compatible API",
+}
+"""Backends for live work (scoring suggestions, generating explanations), as the sidebar offers them."""
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def _secret_key() -> str | None:
+    """An API key from Streamlit secrets or the environment (never shown)."""
+    with contextlib.suppress(Exception):  # no secrets.toml is the normal case
+        value = st.secrets.get("OPENAI_API_KEY")
+        if value:
+            return str(value)
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def live_settings_sidebar() -> LiveBackend:
+    """The sidebar's "live work" settings: backend, and for openai the model, base URL, key and spending cap."""
+    with st.sidebar.expander("Live work (scoring, generating)", expanded=False):
+        kind = st.radio("Backend", list(BACKEND_LABELS), format_func=BACKEND_LABELS.__getitem__, key="llm_backend")
+        if kind == BackendKind.OPENAI:
+            model = st.text_input("Model", value=DEFAULT_OPENAI_MODEL, key="llm_model")
+            base_url = st.text_input("Base URL", value=os.environ.get("OPENAI_BASE_URL", ""), key="llm_base_url",
+                                     placeholder="https://api.openai.com/v1", help="Any OpenAI-compatible server")
+            typed = st.text_input("API key", type="password", key="llm_api_key",
+                                  help="Kept in this browser session's memory only: never shown, logged or saved")
+            key = typed or _secret_key()
+            if not key:
+                st.caption("No key yet: type one, or set OPENAI_API_KEY or .streamlit/secrets.toml.")
+            elif not typed:
+                st.caption("Using the key from secrets / the environment.")
+            cap = st.number_input("Spending cap per generation (USD)", min_value=0.0, value=0.50, step=0.10,
+                                  key="llm_cap")
+            settings = LLMSettings(base_url=base_url.strip() or None, api_key=key, max_cost_usd=float(cap))
+            return LiveBackend(BackendSpec(BackendKind.OPENAI, model.strip() or DEFAULT_OPENAI_MODEL), settings)
+        if kind == BackendKind.LOCAL:
+            model = st.text_input("Model", value="", key="llm_local_model", placeholder="smollm2-135m (default)")
+            return LiveBackend(BackendSpec(BackendKind.LOCAL, model.strip()))
+        st.caption("Offline: explanations and simulations from token statistics; no key needed.")
+        return LiveBackend(BackendSpec(BackendKind.BASELINE))
+
+
+# --- drawing core.views' records ----------------------------------------------------------------------------
+
+
+def heatmap(rows: Sequence[render.HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0,
+            mode: str = "real") -> None:
+    """Draw excerpts as a safe token heatmap."""
+    if rows:
+        st.html(render.heatmap_html(rows, positive_scale=positive_scale, negative_scale=negative_scale, mode=mode))
+
+
+def heatmap_legend(positive_scale: float, negative_scale: float = 0.0, simulated: bool = False) -> None:
+    """A one-line key to the heatmap colours."""
+    st.html(render.legend_html(positive_scale, negative_scale, simulated))
+
+
+def explanation_card(text: str, source: str = "", badge: str = "") -> None:
+    """An explanation in a card, with where it came from and a score badge."""
+    st.html(render.card_html(text, source, badge))
+
+
+def score_badge(score: float | None) -> str:
+    """The badge of an explanation card."""
+    return f"score {format_score(score)}"
+
+
+def page_end() -> None:
+    """The marker after a page's last panel (browser tests and bench/app.py wait for it)."""
+    st.html(render.END_MARKER)
+
+
+def not_computed(what: str, command: str) -> None:
+    """Say that a part of the cache is missing and which command fills it."""
+    st.info(f"{what}: not computed yet — run `{command}`")
+
+
+TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
+    RelatedTokenKind.ACTIVATION_TOP: "Highest mean activation",
+    RelatedTokenKind.ACTIVATION_BOTTOM: "Lowest mean activation",
+    RelatedTokenKind.INPUT_UP: "Input tokens that drive it up",
+    RelatedTokenKind.INPUT_DOWN: "Input tokens that drive it down",
+    RelatedTokenKind.OUTPUT_UP: "Output tokens it promotes",
+    RelatedTokenKind.OUTPUT_DOWN: "Output tokens it suppresses",
+}
+
+
+def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]]) -> None:
+    """Tables of related tokens, one column per kind; says which command computes the weight-based ones."""
+    missing = False
+    for column, (kind, tokens) in zip(st.columns(len(found)), found, strict=True):
+        with column:
+            st.markdown(f"**{TOKEN_KIND_TITLES[kind]}**")
+            if not tokens:
+                missing = True
+                st.caption("not computed yet")
+                continue
+            with_count = tokens[0].count is not None
+            header = ["token", "count", "value"] if with_count else ["token", "value"]
+            rows = [[f'"{render.display_token(t.token)}"', *([t.count] if with_count else []), f"{t.value:.3f}"]
+                    for t in tokens]
+            values = [t.value for t in tokens]
+            st.html(render.table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
+    if missing:
+        not_computed("Weight-based related tokens", f"python -m core related {ctx.reader.path}")
+
+
+def generate_panel(ctx: PageContext) -> None:
+    """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
+    priced models), scored live and kept in the notes as a suggestion from that explainer."""
+    backend = ctx.live
+    spec = str(backend.spec)
+    if backend.spec.kind == BackendKind.OPENAI:
+        if not backend.settings.api_key and not backend.settings.base_url:
+            st.caption(f"To generate with **{spec}**, give an API key (or a base URL) in the sidebar.")
+            return
+        cost = generation_cost(ctx.reader, ctx.neuron, backend)
+        cap = backend.settings.max_cost_usd or 0.0
+        note = (f"about **${cost:.4f}** (cap ${cap:.2f})" if cost is not None
+                else "an unknown amount (this model has no known price; the cap cannot apply)")
+        st.caption(f"Generating with **{spec}** and scoring it will cost {note}.")
+    else:
+        st.caption(f"Generate one more with **{spec}** (free; change the backend in the sidebar).")
+    if not st.button(f"Generate a new explanation with {spec}", key="generate"):
+        return
+    try:
+        made = generate(ctx.reader, ctx.notes, ctx.neuron, backend, live_work)
+    except LiveError as error:
+        st.error(str(error))
+        return
+    score = f"  (score {format_score(made.score.score_all)})" if made.score else ""
+    st.success(f"New explanation kept as a suggestion: {made.text}{score}")

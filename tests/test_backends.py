@@ -1,0 +1,50 @@
+"""Backend specs and the one place that builds explainers, simulators and their clients (core/backends.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.backends import BackendKind, BackendSpec, BackendSpecError, LLMSettings, wire
+from core.baseline import BaselineSimulator
+from core.explain import ActivationExplainer, BaselineExplainer
+from core.simulate import ApiSimulator
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "model", "shown"),
+    [("baseline", BackendKind.BASELINE, "", "baseline"), (" Local ", BackendKind.LOCAL, "", "local"),
+     ("local:/models/x", BackendKind.LOCAL, "/models/x", "local:/models/x"),
+     ("openai:gpt-4o-mini", BackendKind.OPENAI, "gpt-4o-mini", "openai:gpt-4o-mini")],
+)
+def test_specs_read_and_write_back(text, kind, model, shown):
+    spec = BackendSpec.parse(text)
+    assert (spec.kind, spec.model, str(spec)) == (kind, model, shown)
+    assert spec.is_llm == (kind != BackendKind.BASELINE)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("gpt-4o", "unknown simulator 'gpt-4o': use baseline"), ("", "unknown simulator ''"),
+    ("baseline:x", "'baseline' takes no model"), ("openai:", "names no model"),
+])
+def test_bad_specs_say_what_to_write(text, message):
+    with pytest.raises(BackendSpecError, match=message):
+        BackendSpec.parse(text, "simulator")
+
+
+def test_the_key_never_shows_in_settings():
+    settings = LLMSettings(api_key="sk-secret-123", base_url="http://127.0.0.1:9/v1")
+    assert "sk-secret" not in repr(settings) and "sk-secret" not in str(settings)
+
+
+def test_wire_shares_one_client_per_spec_and_none_for_baseline(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    made = wire("baseline", explainer="baseline")
+    assert isinstance(made.explainer, BaselineExplainer) and isinstance(made.simulator, BaselineSimulator)
+    assert made.clients == {} and not made.uses_api
+    settings = LLMSettings(base_url="http://127.0.0.1:9/v1", max_cost_usd=0.25, concurrency=2)
+    shared = wire("openai:gpt-4o-mini", explainer="openai:gpt-4o-mini", settings=settings)
+    assert isinstance(shared.explainer, ActivationExplainer) and isinstance(shared.simulator, ApiSimulator)
+    [client] = shared.clients.values()
+    assert shared.explainer.client is client and shared.simulator.client is client and shared.uses_api
+    assert client.max_cost_usd == 0.25 and client.base_url == "http://127.0.0.1:9/v1"
+    assert wire("baseline").explainer is None

@@ -1,0 +1,84 @@
+"""Live work for the dashboard without Streamlit (core/live.py): scoring, suggestions, generation, cost, a forward
+pass on a person's text; on the tiny real cache and the tiny Llama."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from core.backends import BackendKind, BackendSpec
+from core.live import LiveBackend, LiveError, generate, generation_cost, score_text, suggest, text_activations
+from core.paths import copy_cache
+from core.store import DashboardCache
+from core.types import NeuronId
+
+BASELINE = LiveBackend(BackendSpec(BackendKind.BASELINE))
+
+
+@pytest.fixture
+def cache(tiny_explained_cache, tmp_path):
+    path = tmp_path / "copy.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    opened = DashboardCache(path)
+    yield opened
+    opened.close()
+
+
+class Queue:
+    """A queue that lets every job run at once and remembers the labels."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+
+    @contextlib.contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        self.labels.append(label)
+        yield
+
+
+def test_a_text_is_scored_once_and_kept_in_the_notes(cache):
+    queue, neuron = Queue(), NeuronId(0, 1)
+    first = score_text(cache.reader, cache.notes, neuron, "the word 'cat'", BASELINE, queue)
+    again = score_text(cache.reader, cache.notes, neuron, "the word 'cat'", BASELINE, queue)
+    assert again.score_id == first.score_id and queue.labels == ["Simulating and scoring"]  # once
+    assert first.simulator == "baseline" and len(first.simulations) > 0
+    assert cache.reader.explanations(neuron)[0].text == "cats and mats"  # the results are untouched
+
+
+def test_a_suggestion_is_compared_with_the_best_explanation_by_the_same_simulator(cache):
+    made = suggest(cache.reader, cache.notes, NeuronId(0, 1), "the word 'cat'", "Ada", BASELINE)
+    assert made.suggestion.author == "Ada" and made.suggestion.score is not None
+    assert made.current is not None and made.current.text == "cats and mats" and made.current.simulator == "baseline"
+    assert [s.text for s in cache.notes.suggestions(NeuronId(0, 1))] == ["the word 'cat'"]
+    alone = suggest(cache.reader, cache.notes, NeuronId(0, 9), "anything", "", BASELINE)
+    assert alone.current is None and alone.suggestion.author == "anonymous"
+
+
+def test_generating_keeps_a_scored_suggestion_from_the_explainer(cache):
+    made = generate(cache.reader, cache.notes, NeuronId(1, 7), BASELINE)
+    assert made.source == "baseline" and made.text.startswith("fires on") and made.score is not None
+    assert cache.reader.explanations(NeuronId(1, 7)) == []  # never in the results
+
+
+def test_an_api_backend_without_a_key_is_one_line_and_the_cost_is_estimated_first(cache, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    priced = LiveBackend(BackendSpec(BackendKind.OPENAI, "gpt-4o-mini"))
+    with pytest.raises(LiveError, match=r"^Scoring failed: no OpenAI API key"):
+        score_text(cache.reader, cache.notes, NeuronId(0, 1), "x", priced)
+    cost = generation_cost(cache.reader, NeuronId(0, 1), priced)
+    assert cost is not None and 0 < cost < 0.01
+    assert generation_cost(cache.reader, NeuronId(0, 1), LiveBackend(BackendSpec(BackendKind.OPENAI, "mine"))) is None
+    assert generation_cost(cache.reader, NeuronId(0, 1), BASELINE) == 0.0
+
+
+def test_a_forward_pass_on_a_persons_text(tiny_model_folder, tmp_path):
+    queue = Queue()
+    found = text_activations(str(tiny_model_folder("llama")), 1, "the cat sat on the mat", queue=queue)
+    assert found.activations.shape == (len(found.tokens), 48)
+    assert "".join(found.tokens).strip() == "the cat sat on the mat"
+    assert queue.labels == ["Running the model on your text"]
+    with pytest.raises(LiveError, match=r"^Cannot run"):
+        text_activations(str(tmp_path / "no-model"), 0, "x")

@@ -1,0 +1,90 @@
+"""The notes file: what people write in the dashboard (live scores, suggestions, ratings) and LLM answers."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pytest
+
+from core.paths import copy_cache, notes_path
+from core.store import DashboardCache, open_results_writer
+from core.types import LiveSimulation, NeuronId, Rating, Scores
+
+
+@pytest.fixture
+def cache(tiny_explained_cache, tmp_path):
+    """The tiny cache (a fresh copy, so every test has its own notes file) opened as the dashboard opens it."""
+    path = tmp_path / "copy.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    opened = DashboardCache(path)
+    yield opened
+    opened.close()
+
+
+def test_the_notes_file_is_made_on_first_use_and_the_rest_stays_read_only(cache):
+    assert notes_path(cache.reader.path).exists()
+    with pytest.raises(duckdb.Error):
+        cache.reader._db.cursor().execute("DELETE FROM results.explanations")
+    assert cache.notes.version == 0
+
+
+def test_live_scores_are_kept_and_found_again(cache):
+    notes, neuron = cache.notes, NeuronId(0, 1)
+    sims = [LiveSimulation(3, (0.0, 5.5, 10.0), 0.7), LiveSimulation(1, (1.0, 2.0), None)]
+    kept = notes.add_live_score(neuron, "cats", "baseline", Scores(0.5, float("nan"), None, 5), sims)
+    assert kept.score_top is None and notes.version == 1  # NaN is stored as undefined
+    found = notes.live_score(neuron, "cats", "baseline")
+    assert found is not None and found.score_id == kept.score_id
+    assert (found.score_all, found.score_top, found.score_random) == (0.5, None, None)
+    assert [(s.excerpt_id, s.normalized_predictions, s.score) for s in found.simulations] == [
+        (1, (1.0, 2.0), None), (3, (0.0, 5.5, 10.0), pytest.approx(0.7))]
+    assert notes.live_score(neuron, "cats", "openai:x") is None
+    assert notes.live_score(NeuronId(0, 2), "cats", "baseline") is None
+
+
+def test_suggestions_list_best_score_first_with_author(cache):
+    notes, neuron = cache.notes, NeuronId(1, 5)
+    low = notes.add_live_score(neuron, "low", "baseline", Scores(0.1, 0.1, 0.1, 5), [])
+    high = notes.add_live_score(neuron, "high", "baseline", Scores(0.9, 0.8, 0.7, 5), [])
+    notes.add_suggestion(neuron, "low", "Ada", score_id=low.score_id)
+    notes.add_suggestion(neuron, "unscored <b>x</b>", "")
+    made = notes.add_suggestion(neuron, "high", "Bob", source="openai:gpt-4o-mini", score_id=high.score_id)
+    assert made.score is not None and made.score.score_all == 0.9 and made.created_at
+    listed = notes.suggestions(neuron)
+    assert [(s.text, s.author, s.source) for s in listed] == [
+        ("high", "Bob", "openai:gpt-4o-mini"), ("low", "Ada", "person"), ("unscored <b>x</b>", "anonymous", "person")]
+    assert listed[0].score is not None and listed[0].score.score_top == 0.8 and listed[2].score is None
+    assert notes.suggestions(NeuronId(0, 0)) == []
+
+
+def test_ratings_are_stored_and_disagreements_found(cache):
+    notes = cache.notes
+    a, b, c = NeuronId(0, 1), NeuronId(0, 2), NeuronId(1, 5)
+    for verdict in ("wrong", "wrong", "partly"):  # scored high, people say wrong
+        notes.add_rating(a, "cats and mats", Rating(verdict), note="no", author="T", explanation_ref="explanation:1",
+                         score=0.61)
+    notes.add_rating(b, "100% literal", Rating.RIGHT, score=0.12)  # scored low, people say right
+    notes.add_rating(c, "the word return", Rating.RIGHT, score=0.48)  # agreement
+    notes.add_rating(c, "unscored", Rating.WRONG, score=None)  # no score: never a disagreement
+    assert [(r.rating, r.note, r.author) for r in notes.ratings(a)] == [(Rating.PARTLY, "no", "T")] + [
+        (Rating.WRONG, "no", "T")] * 2
+    assert notes.ratings(b)[0].author == "anonymous"
+    found = notes.disagreements()
+    assert {(d.neuron, d.rated_right, d.rated_partly, d.rated_wrong) for d in found} == {(a, 0, 1, 2), (b, 1, 0, 0)}
+    assert all(math.isfinite(d.score) for d in found)
+    with pytest.raises(ValueError):
+        notes.add_rating(a, "x", "maybe")  # type: ignore[arg-type]
+
+
+def test_llm_answers_stay_in_the_file_of_whoever_asked(cache, tiny_explained_cache, tmp_path):
+    cache.notes.responses.put("k", "chat.completions", "m", '{"a": 1}')
+    cache.notes.responses.put("k", "chat.completions", "m", '{"a": 2}')  # a repeated key keeps the first answer
+    assert cache.notes.responses.get("k") == '{"a": 1}' and cache.notes.responses.get("other") is None
+    path = tmp_path / "cli.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    with open_results_writer(path) as writer:
+        assert writer.responses.get("k") is None  # the command line's answers are its own
+        writer.responses.put("k", "completions", "m", '{"b": 1}')
+    with open_results_writer(path) as writer:
+        assert writer.responses.get("k") == '{"b": 1}'
