@@ -20,7 +20,7 @@ from core.backends import BackendKind, BackendSpec, LLMSettings
 from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import REPO_DIR, default_cache, known_caches
 from core.score import format_score
-from core.types import NeuronId, RelatedToken, RelatedTokenKind
+from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
 from dashboard import render
 from dashboard.state import PAGES, PageContext, live_work
 
@@ -201,6 +201,14 @@ def score_badge(score: float | None) -> str:
 def page_end() -> None:
     """The marker after a page's last panel (browser tests and bench/app.py wait for it)."""
     st.html(render.END_MARKER)
+
+
+def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
+    """The neuron's statistics; stops the page with a warning when the cache did not record it."""
+    if stats is None:
+        st.warning(f"Neuron {neuron} was not recorded in this cache.")
+        st.stop()
+    return stats
 
 
 def not_computed(what: str, command: str) -> None:

@@ -17,11 +17,8 @@ ctx = page_context()
 neuron = ctx.neuron
 st.title(f"Neuron {neuron} — insights")
 view = ctx.view(views.insights, neuron)
+stats = widgets.recorded(neuron, view.stats)
 people = ctx.notes_view(views.people, neuron)
-stats = view.stats
-if stats is None:
-    st.warning(f"Neuron {neuron} was not recorded in this cache.")
-    st.stop()
 
 # --- explanations -------------------------------------------------------------------------------------------
 explanations, suggestions = view.explanations, people.suggestions

@@ -20,11 +20,8 @@ ctx = page_context()
 neuron = ctx.neuron
 st.title(f"Neuron {neuron} — scoring details")
 view = ctx.view(views.scoring, neuron)
+stats = widgets.recorded(neuron, view.stats)
 people = ctx.notes_view(views.people, neuron)
-stats = view.stats
-if stats is None:
-    st.warning(f"Neuron {neuron} was not recorded in this cache.")
-    st.stop()
 
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
 explained, suggestions = view.explained, people.suggestions

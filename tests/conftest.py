@@ -351,3 +351,16 @@ def tiny_explained_cache(tiny_subject, tmp_path_factory) -> Path:
                                    simulator=simulator, status=ExplanationStatus.OK,
                                    scores=Scores(score, score, None, 32))
     return cache
+
+
+@pytest.fixture
+def tiny_dashboard(tiny_explained_cache, tmp_path):
+    """A fresh copy of the tiny cache opened as the dashboard opens it (its own notes file)."""
+    from core.paths import copy_cache
+    from core.store import DashboardCache
+
+    path = tmp_path / "dashboard.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    cache = DashboardCache(path)
+    yield cache
+    cache.close()

@@ -10,20 +10,14 @@ import pytest
 
 from core.backends import BackendKind, BackendSpec
 from core.live import LiveBackend, LiveError, generate, generation_cost, score_text, suggest, text_activations
-from core.paths import copy_cache
-from core.store import DashboardCache
 from core.types import NeuronId
 
 BASELINE = LiveBackend(BackendSpec(BackendKind.BASELINE))
 
 
 @pytest.fixture
-def cache(tiny_explained_cache, tmp_path):
-    path = tmp_path / "copy.duckdb"
-    copy_cache(tiny_explained_cache, path)
-    opened = DashboardCache(path)
-    yield opened
-    opened.close()
+def cache(tiny_dashboard):
+    return tiny_dashboard
 
 
 class Queue:

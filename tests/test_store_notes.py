@@ -8,18 +8,13 @@ import duckdb
 import pytest
 
 from core.paths import copy_cache, notes_path
-from core.store import DashboardCache, open_results_writer
+from core.store import open_results_writer
 from core.types import LiveSimulation, NeuronId, Rating, Scores
 
 
 @pytest.fixture
-def cache(tiny_explained_cache, tmp_path):
-    """The tiny cache (a fresh copy, so every test has its own notes file) opened as the dashboard opens it."""
-    path = tmp_path / "copy.duckdb"
-    copy_cache(tiny_explained_cache, path)
-    opened = DashboardCache(path)
-    yield opened
-    opened.close()
+def cache(tiny_dashboard):
+    return tiny_dashboard
 
 
 def test_the_notes_file_is_made_on_first_use_and_the_rest_stays_read_only(cache):

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,37 +101,37 @@ class ResultsWriter(CacheReader, ExplanationWrites, RelatedWrites):
 
 def open_reader(path: str | Path) -> CacheReader:
     """The cache at `path` for reading (StoreError with what to do when it cannot be read)."""
-    path = Path(path)
-    db = Database(path)
-    try:
-        attach_pipeline_files(db, writable=False)
-        db.attach(NOTES, None, read_only=True)
-    except BaseException:
-        db.close()
-        raise
-    return CacheReader(db)
+    return CacheReader(_connect(Path(path), lambda db: attach_pipeline_files(db, writable=False)))
 
 
 def open_results_writer(path: str | Path) -> ResultsWriter:
     """The cache at `path` for writing results (the recording stays read-only). A cache of schema version 1 is
     migrated first; results of an earlier build of this path are moved aside."""
     path = Path(path)
+    try:
+        return ResultsWriter(_connect(path, lambda db: attach_pipeline_files(db, writable=True)))
+    except OldLayoutError:
+        migrate_cache(path)
+        log.warning("%s was in the one-file layout of schema version 1; it is now NAME.duckdb plus %s (schema "
+                    "version %d)", path, results_path(path).name, SCHEMA_VERSION)
+    return ResultsWriter(_connect(path, lambda db: attach_pipeline_files(db, writable=True)))
+
+
+def _connect(path: Path, attach: Callable[[Database], None]) -> Database:
+    """A Database of `path` with `attach(db)` done, or closed again when that fails."""
     db = Database(path)
     try:
-        try:
-            attach_pipeline_files(db, writable=True)
-        except OldLayoutError:
-            db.close()
-            migrate_cache(path)
-            log.warning("%s was in the one-file layout of schema version 1; it is now NAME.duckdb plus %s "
-                        "(schema version %d)", path, results_path(path).name, SCHEMA_VERSION)
-            db = Database(path)
-            attach_pipeline_files(db, writable=True)
-        db.attach(NOTES, None, read_only=True)
+        attach(db)
     except BaseException:
         db.close()
         raise
-    return ResultsWriter(db)
+    return db
+
+
+def _attach_dashboard(db: Database) -> None:
+    attach_pipeline_files(db, writable=False)
+    db.attach(NOTES, notes_path(db.path), read_only=False)
+    upgrade_notes(db.cursor())
 
 
 class DashboardCache:
@@ -138,16 +139,9 @@ class DashboardCache:
     connection, re-attached when a build or a command line run replaces the recording or results file."""
 
     def __init__(self, path: str | Path) -> None:
-        db = Database(Path(path))
-        try:
-            self.signature = signatures(db.path)
-            """The attached recording and results files on disk (changes when either is replaced)."""
-            attach_pipeline_files(db, writable=False)
-            db.attach(NOTES, notes_path(db.path), read_only=False)
-            upgrade_notes(db.cursor())
-        except BaseException:
-            db.close()
-            raise
+        self.signature = signatures(Path(path))
+        """The attached recording and results files on disk (changes when either is replaced)."""
+        db = _connect(Path(path), _attach_dashboard)
         self._db = db
         self._lock = threading.Lock()
         self.reader = CacheReader(db)

@@ -207,8 +207,8 @@ def test_related_page_moves_to_a_related_neuron(app, app_cache):
     assert upstream and all(r.neuron.layer == 0 for r in upstream)
     assert "not computed yet" not in texts(at)
     target = upstream[0].neuron
-    at.pills(key="related_upstream_positive_1:9").select(f"→ {target.layer}:{target.neuron}").run()
-    assert at.title[0].value.startswith(f"Neuron {target.layer}:{target.neuron}")
+    at.pills(key="related_upstream_positive_1:9").select(f"→ {target}").run()
+    assert at.title[0].value.startswith(f"Neuron {target}")
     assert at.query_params.get("layer", "0") == str(target.layer)  # a default value leaves the URL
     assert at.query_params.get("neuron", "0") == str(target.neuron)
 

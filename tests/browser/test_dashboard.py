@@ -67,12 +67,12 @@ def test_first_screen_leads_to_neuron_0_0_and_related_links_move(dashboard, dash
     wait_ready(page)
     assert heading(page) == "Neuron 0:0 — related neurons"
     target = related[0].neuron
-    button = page.get_by_role("radio", name=f"→ {target.layer}:{target.neuron}").first
+    button = page.get_by_role("radio", name=f"→ {target}").first
     button.scroll_into_view_if_needed()
     shoot(page, artifacts, "related")
     button.click()
     wait_ready(page)
-    assert heading(page) == f"Neuron {target.layer}:{target.neuron} — related neurons"
+    assert heading(page) == f"Neuron {target} — related neurons"
     assert sidebar_neuron(page) == (target.layer, target.neuron)
     assert f"neuron={target.neuron}" in page.url
 
