@@ -35,6 +35,9 @@ max_tokens // excerpt_len excerpts are kept.
 Labels: "notes.txt" or "sub/notes.txt" (relative to the folder), "data.jsonl:12" (line number),
 "data.parquet#5" (row index), "ds/train#5", "stdlib:reference/for", "stdlib:doc/json.dumps",
 "stdlib:code/json.decoder.JSONDecoder"; a packed excerpt says "FIRST (+N more)".
+
+Longer than 400 lines: one reader per source kind (stdlib, text, JSON lines, Parquet, Arrow, saved datasets) with
+the packing they share; splitting the readers into a module of their own is the next step if it grows.
 """
 
 from __future__ import annotations
@@ -174,27 +177,29 @@ def build_corpus(
         raise CorpusError(_nothing_usable(source, tally, excerpt_len))
     if len(rows) < target:
         logger.warning("%s gave %d of the %d tokens asked for", source, len(rows) * excerpt_len, max_tokens)
+    report = _report(source, tally, len(used_docs), len(rows), excerpt_len, duplicates)
+    return Corpus(token_ids=np.stack(rows).astype(np.int32, copy=False), sources=tuple(labels), report=report)
+
+
+def _report(source: str, tally: _Tally, documents: int, excerpts: int, excerpt_len: int, duplicates: int
+            ) -> CorpusReport:
+    """What a finished read used and skipped (also logged)."""
     report = CorpusReport(
         source=source,
-        documents=len(used_docs),
+        documents=documents,
         files_read=len(tally.files_read),
         files_skipped=len(tally.skipped_files),
         skipped=tuple(f"{label}: {reason}" for label, (reason, _) in tally.skipped_files.items()) + tuple(tally.notes),
-        excerpts=len(rows),
-        tokens=len(rows) * excerpt_len,
+        excerpts=excerpts,
+        tokens=excerpts * excerpt_len,
         duplicates_dropped=duplicates,
         records_skipped=tally.records_skipped,
     )
     logger.info(
         "corpus %s: %d excerpts x %d tokens from %d documents (%d duplicates dropped, %d files skipped)",
-        source,
-        report.excerpts,
-        excerpt_len,
-        report.documents,
-        duplicates,
-        report.files_skipped,
+        source, excerpts, excerpt_len, documents, duplicates, report.files_skipped,
     )
-    return Corpus(token_ids=np.stack(rows).astype(np.int32, copy=False), sources=tuple(labels), report=report)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------------------

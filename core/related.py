@@ -14,6 +14,9 @@ Everything is blockwise: one layer's neurons against the whole vocabulary or all
 keeping only the best few per neuron (torch.topk). Each layer's rows are committed with a progress row, so
 an interrupted run goes on where it stopped; weight and correlation pairs with the layers already written are
 recomputed on resume (`_catch_up`).
+
+Longer than 400 lines on purpose: the formulas, their blockwise computation and the resumable run are one
+derivation, in the order docs/related.md explains them.
 """
 
 from __future__ import annotations
@@ -436,32 +439,48 @@ def compute_related(
     with torch.inference_mode():
         prep = _prepare(store, subject, cfg, meta, vocab, timer)
         summary.sample_tokens = prep.z.shape[0]
-        k_neurons = cfg.neurons_per_kind
-        upstream_pos = RunningTop(n_layers * n, k_neurons, largest=True)
-        upstream_neg = RunningTop(n_layers * n, k_neurons, largest=False)
-        correlated = RunningTop(n_layers * n, k_neurons, largest=True)
-        if start:
-            with timer("catch_up"):
-                _catch_up(prep, start, n, upstream_pos, upstream_neg, correlated)
-        with tqdm(total=n_layers, initial=start, unit="layer", desc="related", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for layer in range(start, n_layers):
-                tokens = _layer_tokens(prep, layer, cfg.tokens_per_kind, timer)
-                neurons = _layer_neurons(prep, layer, n, upstream_pos, upstream_neg, correlated, timer)
-                with timer("write"):
-                    store.insert_related_layer(layer, token_rows(layer, tokens), neuron_rows(layer, n, neurons))
-                summary.layers_computed += 1
-                bar.update(1)
-                last = layer == n_layers - 1
-                if stop_after_layers is not None and summary.layers_computed >= stop_after_layers and not last:
-                    summary.seconds = time.perf_counter() - started
-                    return summary
+        finished = _write_layers(store, prep, cfg, summary, timer, progress, stop_after_layers)
+    if not finished:
+        summary.seconds = time.perf_counter() - started
+        return summary
     store.finish_related(settings)
     summary.finished = True
     summary.seconds = time.perf_counter() - started
     log.info("related: %d layers in %.1f s (%s)", summary.layers_computed, summary.seconds,
              ", ".join(f"{k} {v:.1f} s" for k, v in timer.seconds.items()))
     return summary
+
+
+def _write_layers(
+    store: ResultsWriter,
+    prep: _Prepared,
+    cfg: RelatedConfig,
+    summary: RelatedSummary,
+    timer: _Timer,
+    progress: bool,
+    stop_after_layers: int | None,
+) -> bool:
+    """Compute and store each layer from `summary.resumed_from_layer` on, in order; False when stopped early."""
+    n_layers, n, start = summary.layers, summary.neurons_per_layer, summary.resumed_from_layer
+    upstream_pos = RunningTop(n_layers * n, cfg.neurons_per_kind, largest=True)
+    upstream_neg = RunningTop(n_layers * n, cfg.neurons_per_kind, largest=False)
+    correlated = RunningTop(n_layers * n, cfg.neurons_per_kind, largest=True)
+    if start:
+        with timer("catch_up"):
+            _catch_up(prep, start, n, upstream_pos, upstream_neg, correlated)
+    with tqdm(total=n_layers, initial=start, unit="layer", desc="related", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for layer in range(start, n_layers):
+            tokens = _layer_tokens(prep, layer, cfg.tokens_per_kind, timer)
+            neurons = _layer_neurons(prep, layer, n, upstream_pos, upstream_neg, correlated, timer)
+            with timer("write"):
+                store.insert_related_layer(layer, token_rows(layer, tokens), neuron_rows(layer, n, neurons))
+            summary.layers_computed += 1
+            bar.update(1)
+            last = layer == n_layers - 1
+            if stop_after_layers is not None and summary.layers_computed >= stop_after_layers and not last:
+                return False
+    return True
 
 
 def _prepare(

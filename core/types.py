@@ -389,17 +389,3 @@ class ExplanationRecord:
     """Top-and-random score on the SCORE excerpts; None when undefined or not scored."""
     score_top: float | None
     score_random: float | None
-
-
-@dataclass(frozen=True)
-class NeuronBestScore:
-    """A neuron's best-scoring explanation, for tables."""
-
-    neuron: NeuronId
-    explanation_id: int
-    text: str
-    explainer: str
-    simulator: str
-    score_all: float | None
-    score_top: float | None
-    score_random: float | None
