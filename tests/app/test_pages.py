@@ -281,6 +281,19 @@ def test_without_a_cache_the_app_says_which_command_builds_one(app, atlas_home, 
     assert not at.exception and paths.build_command() in at.warning[0].value
 
 
+def test_a_cache_of_the_old_layout_says_which_command_migrates_it(app, atlas_home, tmp_path, monkeypatch):
+    import tarfile
+
+    with tarfile.open(paths.REPO_DIR / "tests" / "data" / "v1-cache.tgz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    monkeypatch.setenv("NEURON_ATLAS_CACHE", str(tmp_path / "v1.duckdb"))
+    at = app().run()
+    assert not at.exception
+    message = "\n".join(e.value for e in at.warning)
+    assert f"python -m core migrate {tmp_path / 'v1.duckdb'}" in message and "cannot be opened" in message
+    assert not paths.results_path(tmp_path / "v1.duckdb").exists()  # the dashboard never writes the cache
+
+
 def test_a_cache_in_use_elsewhere_is_reported_as_such(app, app_cache, tmp_path, monkeypatch):
     """Another process holding the notes file (a second dashboard on the same cache) is named, not "build one"."""
     import subprocess

@@ -79,3 +79,18 @@ def test_tables_and_cards_escape_every_cell():
         assert not re.search(r"<(img|script|style|iframe)", card) and card.count(html.escape(payload, quote=True)) == 3
     steps = ui.steps_html([("1. <b>", "x < y"), ("2.", "z")])
     assert "&lt;b&gt;" in steps and "x &lt; y" in steps and steps.count("→") == 1
+
+
+def test_the_dashboard_loads_no_model_code_until_a_model_runs():
+    """Importing the frame's and pages' shared modules must not import torch or transformers (seconds and
+    hundreds of MB per process); only the try page's forward pass and local backends load them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import dashboard.widgets, dashboard.state, dashboard.charts, core.views, core.live; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
