@@ -11,7 +11,7 @@ labels and titles belong to the pages.
 | pages/home.py | home, disagreements |
 | pages/picker.py | neuron_list |
 | pages/insights.py | insights, people |
-| pages/scoring.py | scoring, people, simulation |
+| pages/scoring.py | scoring, people, simulation or live_simulation |
 | pages/related.py | related |
 | pages/try_text.py | stats, neuron_rows |
 """
@@ -217,25 +217,25 @@ class SimulationView:
         return any(e.predictions is not None for e in self.excerpts)
 
 
-def simulation(
-    reader: CacheReader,
-    notes: NotesQueries | None,
-    neuron: NeuronId,
-    explanation_id: int | None = None,
-    score_id: int | None = None,
+def simulation(reader: CacheReader, neuron: NeuronId, explanation_id: int | None = None) -> SimulationView:
+    """The scoring excerpts with a stored explanation's simulation (none when `explanation_id` is None)."""
+    stored = reader.simulations(explanation_id) if explanation_id is not None else []
+    return _simulation_view(reader, neuron, {s.excerpt_id: (s.normalized_predictions, s.score) for s in stored
+                                             if s.split == Split.SCORE})
+
+
+def live_simulation(reader: CacheReader, notes: NotesQueries, neuron: NeuronId, score_id: int) -> SimulationView:
+    """The scoring excerpts with a live score's simulation (from the notes)."""
+    live = notes.live_score_by_id(score_id)
+    made = live.simulations if live else ()
+    return _simulation_view(reader, neuron, {s.excerpt_id: (s.normalized_predictions, s.score) for s in made})
+
+
+def _simulation_view(
+    reader: CacheReader, neuron: NeuronId, predicted: dict[int, tuple[tuple[float, ...], float | None]]
 ) -> SimulationView:
-    """The scoring excerpts with a stored explanation's simulation (`explanation_id`), a live score's (`score_id`,
-    from the notes), or none."""
+    """The neuron's SCORE-split excerpts, top first, each with its prediction by excerpt id when there is one."""
     stats = reader.neuron_stats(neuron)
-    predicted: dict[int, tuple[tuple[float, ...], float | None]] = {}
-    if explanation_id is not None:
-        for stored in reader.simulations(explanation_id):
-            if stored.split == Split.SCORE:
-                predicted[stored.excerpt_id] = (stored.normalized_predictions, stored.score)
-    elif score_id is not None and notes is not None:
-        live = notes.live_score_by_id(score_id)
-        for made in live.simulations if live else ():
-            predicted[made.excerpt_id] = (made.normalized_predictions, made.score)
     real = reader.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP, ExcerptKind.RANDOM], splits=[Split.SCORE])
     excerpts = []
     for record in sorted(real, key=lambda r: (r.kind != ExcerptKind.TOP, r.rank)):

@@ -1,7 +1,8 @@
 """Scoring details: the explanation and its scores, real against simulated activations token by token on the
 scoring excerpts, a scatter and per-excerpt scores; suggest a better explanation (scored live); human review.
 
-Data: core.views.scoring, core.views.people and core.views.simulation (cached for every session)."""
+Data: core.views.scoring, core.views.people and core.views.simulation or live_simulation (cached for every
+session)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ left, right = st.columns([3, 1])
 shown = left.selectbox("Simulation shown", list(sources), key="scoring_source") if sources else None
 mode = right.radio("View", ["side by side", "overlaid"], horizontal=True, key="scoring_mode")
 source = sources.get(shown) if shown else None
-explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
-score_id = source.score.score_id if isinstance(source, Suggestion) and source.score else None
-simulated = ctx.notes_view(views.simulation, neuron, explanation_id, score_id)
+if isinstance(source, Suggestion) and source.score is not None:
+    simulated = ctx.notes_view(views.live_simulation, neuron, source.score.score_id)
+else:
+    explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
+    simulated = ctx.view(views.simulation, neuron, explanation_id)
 if not simulated.excerpts:
     st.caption("No scoring excerpts are stored for this neuron.")
 else:

@@ -45,7 +45,7 @@ def test_simulation_of_a_live_score_lines_up_with_the_scoring_excerpts(tiny_expl
     cache = DashboardCache(path)
     try:
         neuron = NeuronId(0, 1)
-        plain = views.simulation(cache.reader, cache.notes, neuron)
+        plain = views.simulation(cache.reader, neuron)
         assert plain.excerpts and not plain.simulated
         assert {e.excerpt.split for e in plain.excerpts} == {Split.SCORE}
         kinds = [e.excerpt.kind for e in plain.excerpts]
@@ -53,7 +53,7 @@ def test_simulation_of_a_live_score_lines_up_with_the_scoring_excerpts(tiny_expl
         first = plain.excerpts[0].excerpt
         made = [LiveSimulation(first.excerpt.excerpt_id, tuple(10.0 for _ in first.activations), 0.5)]
         live = cache.notes.add_live_score(neuron, "x", "baseline", Scores(0.5, 0.5, None, 16), made)
-        shown = views.simulation(cache.reader, cache.notes, neuron, score_id=live.score_id)
+        shown = views.live_simulation(cache.reader, cache.notes, neuron, live.score_id)
         assert shown.simulated and shown.excerpts[0].predictions == made[0].normalized_predictions
         assert shown.excerpts[0].score == 0.5 and all(e.predictions is None for e in shown.excerpts[1:])
         people = views.people(cache.reader, cache.notes, neuron)

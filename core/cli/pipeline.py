@@ -172,7 +172,7 @@ def run_show(args: argparse.Namespace) -> int:
         records = reader.explanations(neuron)
         view = views.scoring(reader, neuron)
         best = view.explained[0] if view.explained else None
-        simulated = views.simulation(reader, None, neuron, best.explanation_id) if args.tokens and best else None
+        simulated = views.simulation(reader, neuron, best.explanation_id) if args.tokens and best else None
     head = f"neuron {neuron}"
     if view.stats is not None:
         stats = view.stats
