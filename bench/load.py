@@ -19,11 +19,11 @@ Patterns:
 Measured: seconds from the request (for `new`, the websocket connect) to script_finished, p50 / p95 / max;
 errors (a failed connection, no script_finished within --timeout, a script exception, st.error, page not found,
 a finished script that did not show the expected heading); and the server process's CPU seconds (user + system,
-psutil) per counted run. The same load runs against a trivial two-page app (bench/floor_app: a title and a
-number input) right before each measurement of the app, in the same process and the same machine state: that is
-the floor, what Streamlit itself costs here, and the targets are ratios to it. Servers listen on 127.0.0.1 only,
-on free ports, and are stopped at the end. The cache is opened read-only by the app; its notes file is written
-beside it, so point --cache at a copy you may write next to.
+all threads, from its CPU-time clock) per counted run. The same load runs against a trivial two-page app
+(bench/floor_app: a title and a number input), the two taking turns at every step, so both see the same machine
+load: that is the floor, what Streamlit itself costs here, and the targets are ratios to it. Servers listen on
+127.0.0.1 only, on free ports, and are stopped at the end. The app opens the cache read-only but writes its notes
+file beside it, so point --cache at a copy in a folder you may write to.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import os
 import statistics
 import subprocess
@@ -231,11 +232,21 @@ class Server:
     process: subprocess.Popen
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds the server process has used so far."""
-        import psutil
+        """CPU seconds (user + system, every thread, finished ones too) the server process has used so far."""
+        return process_cpu_seconds(self.process.pid)
 
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+
+def process_cpu_seconds(pid: int) -> float:
+    """A process's CPU time in nanosecond resolution: its CPU-time clock (clock_getcpuclockid, Linux), else psutil,
+    whose user and system times come in clock ticks of 10 ms, too coarse for a page run of a trivial app."""
+    with contextlib.suppress(OSError, AttributeError):
+        clock = ctypes.c_int()
+        if ctypes.CDLL(None, use_errno=True).clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:
+            return time.clock_gettime(clock.value)
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 @contextlib.contextmanager
@@ -333,38 +344,62 @@ async def _open_once(target: Target, neuron: tuple[int, int], timeout_s: float) 
         await session.close()
 
 
-async def load(target: Target, plan: list[list[tuple[int, int]]], mode: str, teacher: bool,
-               timeout_s: float) -> Result:
-    """Run `plan` (per step, one neuron per session) against `target`, all sessions together at each step.
+class Classroom:
+    """N sessions working through a plan (per step, one neuron per session) against one target, a step at a time,
+    all sessions together at each step.
 
-    mode "new": a new session per step; "kept": one session per student for all steps. With `teacher`, a teacher
-    session first opens every neuron of the plan (its runs are neither timed nor counted in the CPU: the server's
-    CPU time is read in clock ticks of 10 ms, so it is read once around all counted runs, not around each step)."""
-    result = Result()
-    if teacher:
-        for neuron in dict.fromkeys(neuron for step in plan for neuron in step):
-            warm = await timed(lambda neuron=neuron: _open_once(target, neuron, timeout_s))
-            if warm.error:
-                result.runs.append(Run(warm.seconds, f"teacher: {warm.error}"))
-    kept: list[Session] = []
-    cpu_before = target.server.cpu_seconds()
-    if mode == "kept":
-        kept = [Session(target.server.url, timeout_s) for _ in plan[0]]
-        connected = await asyncio.gather(*(timed(session.connect) for session in kept))
+    mode "new": every step opens a new session per student (a link opened anew); "kept": one session per student
+    for all steps. With `teacher`, a teacher session opens every neuron of the plan first; its runs are neither timed
+    nor counted. The server's CPU time is read around each step."""
+
+    def __init__(self, target: Target, plan: list[list[tuple[int, int]]], mode: str, teacher: bool,
+                 timeout_s: float) -> None:
+        self.target, self.plan, self.mode, self.teacher, self.timeout_s = target, plan, mode, teacher, timeout_s
+        self.result = Result()
+        self.kept: list[Session] = []
+        self.connected: list[Run] = []
+
+    async def prepare(self) -> None:
+        """The teacher's runs, and the students' sessions connected when they are kept."""
+        if self.teacher:
+            for neuron in dict.fromkeys(neuron for step in self.plan for neuron in step):
+                warm = await timed(lambda neuron=neuron: _open_once(self.target, neuron, self.timeout_s))
+                if warm.error:
+                    self.result.runs.append(Run(warm.seconds, f"teacher: {warm.error}"))
+        if self.mode == "kept":
+            self.kept = [Session(self.target.server.url, self.timeout_s) for _ in self.plan[0]]
+            self.connected = await asyncio.gather(*(timed(session.connect) for session in self.kept))
+
+    async def step(self, index: int) -> None:
+        """Every student opens its neuron of step `index` at the same moment."""
+        target, step = self.target, self.plan[index]
+        cpu = target.server.cpu_seconds()
+        if self.mode == "kept":
+            self.result.runs += await asyncio.gather(*(
+                timed(lambda s=session, n=neuron: s.run(target.page, target.query_for(n), target.expect_for(n)))
+                if session.socket is not None else _failed(f"never connected: {connection.error}")
+                for session, neuron, connection in zip(self.kept, step, self.connected, strict=True)))
+        else:
+            self.result.runs += await asyncio.gather(*(
+                timed(lambda n=neuron: _open_once(target, n, self.timeout_s)) for neuron in step))
+        self.result.cpu_s += target.server.cpu_seconds() - cpu
+
+    async def close(self) -> None:
+        await asyncio.gather(*(session.close() for session in self.kept))
+
+
+async def side_by_side(classes: Sequence[Classroom]) -> None:
+    """Run the classrooms step by step, taking turns at each step, so a change of the machine's load between steps
+    reaches all of them alike."""
     try:
-        for step in plan:
-            if mode == "kept":
-                result.runs += await asyncio.gather(*(
-                    timed(lambda s=session, n=neuron: s.run(target.page, target.query_for(n), target.expect_for(n)))
-                    if session.socket is not None else _failed(f"never connected: {connection.error}")
-                    for session, neuron, connection in zip(kept, step, connected, strict=True)))
-            else:
-                result.runs += await asyncio.gather(*(
-                    timed(lambda n=neuron: _open_once(target, n, timeout_s)) for neuron in step))
+        for classroom in classes:
+            await classroom.prepare()
+        for index in range(len(classes[0].plan)):
+            for classroom in classes:
+                await classroom.step(index)
     finally:
-        await asyncio.gather(*(session.close() for session in kept))
-    result.cpu_s = target.server.cpu_seconds() - cpu_before
-    return result
+        for classroom in classes:
+            await classroom.close()
 
 
 async def _failed(error: str) -> Run:
@@ -413,20 +448,22 @@ class Measurement:
     floor: Result
 
 
-def measure(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons, report: bool = True
-            ) -> list[Measurement]:
-    """Every (sessions, pattern, mode, page), each app measurement right after the floor's under the same load."""
+def measure(app_server: Server, floor_server: Server, args: argparse.Namespace, neurons: Neurons,
+            report: bool = True) -> list[Measurement]:
+    """Every (sessions, pattern, mode, page): the app and the floor app taking turns at each step."""
     found = []
     for sessions in args.sessions:
         for pattern in args.patterns:
             for mode in args.modes:
                 for index, page in enumerate(args.pages):
-                    floor_target = Target(floor, FLOOR_PAGES[index % len(FLOOR_PAGES)], args.query, args.expect)
-                    app_target = Target(app, page, args.query, args.expect)
-                    floor_result = asyncio.run(load(floor_target, make_plan(pattern, sessions, args.steps, neurons),
-                                                    mode, pattern == "same", args.timeout))
-                    app_result = asyncio.run(load(app_target, make_plan(pattern, sessions, args.steps, neurons),
-                                                  mode, pattern == "same", args.timeout))
+                    floor = Classroom(Target(floor_server, FLOOR_PAGES[index % len(FLOOR_PAGES)], args.query,
+                                             args.expect), make_plan(pattern, sessions, args.steps, neurons),
+                                      mode, pattern == "same", args.timeout)
+                    app = Classroom(Target(app_server, page, args.query, args.expect),
+                                    make_plan(pattern, sessions, args.steps, neurons), mode, pattern == "same",
+                                    args.timeout)
+                    asyncio.run(side_by_side([floor, app]))
+                    app_result, floor_result = app.result, floor.result
                     measurement = Measurement(sessions, pattern, mode, page, app_result, floor_result)
                     found.append(measurement)
                     if not report:
