@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -319,18 +320,30 @@ class Result:
 
 
 class Neurons:
-    """Neurons handed out in a fixed order that repeats none until every neuron of the cache was handed out."""
+    """Neurons handed out in a fixed order that repeats none: first the `first` ones (shuffled with a fixed seed),
+    then every other neuron of the cache, in strides over the flat index."""
 
-    def __init__(self, layers: int, width: int, start: int = 0) -> None:
+    def __init__(self, layers: int, width: int, first: Sequence[tuple[int, int]] = (), start: int = 0) -> None:
         self.layers, self.width, self.next = layers, width, start
+        self.first = list(first)
+        random.Random(0).shuffle(self.first)
+        self.given: set[tuple[int, int]] = set()
 
     def take(self, count: int) -> list[tuple[int, int]]:
         total = self.layers * self.width
-        chosen = []
-        for _ in range(count):
-            flat = (self.next * NEURON_STRIDE) % total
-            chosen.append((flat // self.width, flat % self.width))
-            self.next += 1
+        chosen: list[tuple[int, int]] = []
+        while len(chosen) < count:
+            if len(self.given) >= total:
+                raise RuntimeError(f"every one of the cache's {total} neurons was handed out: ask for less load")
+            if self.first:
+                neuron = self.first.pop()
+            else:
+                flat = (self.next * NEURON_STRIDE) % total
+                self.next += 1
+                neuron = (flat // self.width, flat % self.width)
+            if neuron not in self.given:
+                self.given.add(neuron)
+                chosen.append(neuron)
         return chosen
 
 
@@ -501,13 +514,14 @@ def ratios(found: list[Measurement]) -> list[str]:
     return lines
 
 
-def cache_shape(cache: Path) -> tuple[int, int]:
-    """(layers, neurons per layer) of a cache."""
+def cache_neurons(cache: Path, explained_first: bool) -> Neurons:
+    """The neurons to open on `cache`: the explained ones first when asked (a teacher shows those), then the rest."""
     from core.store import Store
 
     with Store.open(cache) as store:
         info = store.info()
-    return info.layers, info.neurons_per_layer
+        first = [(row.neuron.layer, row.neuron.neuron) for row in store.best_scores()] if explained_first else []
+    return Neurons(info.layers, info.neurons_per_layer, first)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -528,7 +542,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it is an error")
     parser.add_argument("--config", action="append", default=[], metavar="OPTION=VALUE",
                         help="a Streamlit config option for both servers, e.g. runner.postScriptGC=false")
-    parser.add_argument("--shape", default="", help="LAYERSxNEURONS, instead of reading them from the cache")
+    parser.add_argument("--neurons", choices=("explained", "all"), default="explained", help="explained: open "
+                        "neurons that have an explanation first (what a class is shown; the rest after them); all: "
+                        "spread over every neuron")
     args = parser.parse_args(argv)
     args.sessions = [int(value) for value in args.sessions.split(",")]
     args.patterns = [value.strip() for value in args.patterns.split(",")]
@@ -557,20 +573,34 @@ def servers(app: Path, cache: Path, folder: Path, options: Sequence[str] = ()) -
         yield app_server, floor
 
 
+def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons) -> None:
+    """Open every page once on both servers, uncounted: the first run of a page in a server pays one-time costs
+    (imports, resources cached for all sessions) that no measurement should carry."""
+    async def once() -> None:
+        for index, page in enumerate(args.pages):
+            for target in (Target(app, page, args.query, args.expect),
+                           Target(floor, FLOOR_PAGES[index % len(FLOOR_PAGES)], args.query, args.expect)):
+                neuron = neurons.take(1)[0]
+                error = await _open_once(target, neuron, args.timeout)
+                if error:
+                    raise RuntimeError(f"warm-up of {target.page or 'the default page'} failed: {error}")
+
+    asyncio.run(once())
+
+
 def benchmark(args: argparse.Namespace, folder: Path, report: bool = True) -> list[Measurement]:
     """Serve the app and the floor app, measure every combination in `args`, stop both; logs go to `folder`."""
     cache = args.cache.resolve()
-    if args.shape:
-        layers, width = (int(value) for value in args.shape.lower().split("x"))
-    else:
-        layers, width = cache_shape(cache)
+    neurons = cache_neurons(cache, args.neurons == "explained")
     if report:
-        print(f"cache {cache}: {layers} x {width} neurons; pages {args.pages}; {args.steps} neurons per session")
+        print(f"cache {cache}: {neurons.layers} x {neurons.width} neurons, {len(neurons.first)} of them explained "
+              f"and opened first; pages {args.pages}; {args.steps} neurons per session")
         print(f"before: {load_average()}; config {args.config or 'as in .streamlit/config.toml'}", flush=True)
     with servers(args.app, cache, folder, args.config) as (app, floor):
+        warm_up(app, floor, args, neurons)
         if report:
             print(f"\n{'n':>4} {'pattern':<9} {'mode':<4} {'page':<10} {HEADER}         {HEADER}", flush=True)
-        return measure(app, floor, args, Neurons(layers, width), report)
+        return measure(app, floor, args, neurons, report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

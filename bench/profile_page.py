@@ -5,7 +5,7 @@
 `streamlit run app.py` is started through this file (`--serve`), which wraps Streamlit's ScriptRunner._run_script:
 every script run records its thread CPU time, and while the flag file PROFILE is present in the output folder it
 also runs under cProfile and leaves its profile there. The websocket client of bench/load.py then opens each page,
-as a new session each time, for neurons nobody opened before:
+as a new session each time, for neurons nobody opened before (those with an explanation first):
 1. one run per page to warm up (imports, the store opened once for every session);
 2. `--runs` runs per page without the profiler: wall seconds, the server process's CPU (psutil), the script
    thread's CPU, and the bytes sent to the browser;
@@ -313,7 +313,7 @@ def main() -> int:
     cache = args.cache.resolve()
     if not cache.is_file():
         parser.error(f"--cache {cache}: no such file (build one with `python -m core build`)")
-    neurons = load.Neurons(*load.cache_shape(cache), start=1000)
+    neurons = load.cache_neurons(cache, explained_first=True)
     print(f"cache {cache}; {load.load_average()}; config {args.config or 'as in .streamlit/config.toml'}"
           f"{'; gc.freeze() after the first run' if args.gc_freeze else ''}")
     with tempfile.TemporaryDirectory(prefix="profile-") as name, profiled_server(
