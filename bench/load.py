@@ -493,24 +493,61 @@ def pooled(results: Sequence[Result]) -> Result:
     return Result([run for result in results for run in result.runs], sum(result.cpu_s for result in results))
 
 
-def ratios(found: list[Measurement]) -> list[str]:
-    """The issue's targets as ratios to the floor: the floor of each (sessions, pattern, mode) is its runs beside
-    every page pooled (more runs, so the CPU time, read in ticks of 10 ms, is less coarse)."""
-    floors = {}
+@dataclass
+class Row:
+    """One measurement of the app beside its floor, as the issue's targets read it."""
+
+    m: Measurement
+    floor: Result
+    """The floor's runs beside every page of the same (sessions, pattern, mode), pooled: more runs, less noise."""
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.m.app.cpu_per_run / max(self.floor.cpu_per_run, 1e-9)
+
+    @property
+    def p95_ratio(self) -> float:
+        return quantile(self.m.app.times, 0.95) / max(quantile(self.floor.times, 0.95), 1e-9)
+
+    @property
+    def cpu_target(self) -> str:
+        return "<= 1.5" if self.m.pattern == "same" else "<= 3"
+
+    @property
+    def p95_target(self) -> str:
+        return "<= 1.5" if self.m.pattern == "same" and self.m.sessions >= 30 else ""
+
+
+def rows(found: list[Measurement]) -> list[Row]:
+    floors: dict[tuple[int, str, str], list[Result]] = {}
     for m in found:
         floors.setdefault((m.sessions, m.pattern, m.mode), []).append(m.floor)
+    return [Row(m, pooled(floors[(m.sessions, m.pattern, m.mode)])) for m in found]
+
+
+def ratios(found: list[Measurement]) -> list[str]:
+    """The issue's targets as ratios to the floor (the floor's runs beside every page pooled)."""
     lines = ["", "ratios to the trivial app (the floor, its runs beside every page pooled); targets from issue 13",
              f"{'n':>4} {'pattern':<9} {'mode':<4} {'page':<10} {'floor cpu ms':>12} {'floor p95 s':>11} "
              f"{'cpu/run x':>9} {'target':>7} {'p95 x':>6} {'target':>7} {'errors':>6}"]
-    for m in found:
-        floor = pooled(floors[(m.sessions, m.pattern, m.mode)])
-        cpu_ratio = m.app.cpu_per_run / max(floor.cpu_per_run, 1e-9)
-        cpu_target = "<= 1.5" if m.pattern == "same" else "<= 3"
-        p95_ratio = quantile(m.app.times, 0.95) / max(quantile(floor.times, 0.95), 1e-9)
-        p95_target = "<= 1.5" if m.pattern == "same" and m.sessions >= 30 else ""
+    for row in rows(found):
+        m, floor = row.m, row.floor
         lines.append(f"{m.sessions:>4} {m.pattern:<9} {m.mode:<4} {m.page:<10} {floor.cpu_per_run * 1000:>12.0f} "
-                     f"{quantile(floor.times, 0.95):>11.2f} {cpu_ratio:>9.1f} {cpu_target:>7} {p95_ratio:>6.1f} "
-                     f"{p95_target:>7} {len(m.app.errors):>6}")
+                     f"{quantile(floor.times, 0.95):>11.2f} {row.cpu_ratio:>9.1f} {row.cpu_target:>7} "
+                     f"{row.p95_ratio:>6.1f} {row.p95_target:>7} {len(m.app.errors):>6}")
+    return lines
+
+
+def markdown(found: list[Measurement]) -> list[str]:
+    """The app's numbers, the floor's and their ratios as one Markdown table."""
+    lines = ["| N | pattern | mode | page | runs | p50 s | p95 s | max s | errors | CPU ms/run | floor CPU ms/run | "
+             "floor p95 s | CPU x floor | p95 x floor |", "|" + "---|" * 14]
+    for row in rows(found):
+        m, floor, times = row.m, row.floor, row.m.app.times
+        lines.append(f"| {m.sessions} | {m.pattern} | {m.mode} | {m.page} | {len(times)} | "
+                     f"{statistics.median(times):.2f} | {quantile(times, 0.95):.2f} | {max(times):.2f} | "
+                     f"{len(m.app.errors)} | {m.app.cpu_per_run * 1000:.0f} | {floor.cpu_per_run * 1000:.0f} | "
+                     f"{quantile(floor.times, 0.95):.2f} | {row.cpu_ratio:.1f} | {row.p95_ratio:.1f} |")
     return lines
 
 
@@ -540,6 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "{layer} and {neuron}; '' to check nothing")
     parser.add_argument("--steps", type=int, default=3, help="neurons each session opens in turn")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it is an error")
+    parser.add_argument("--markdown", type=Path, help="also write the results as a Markdown table to this file")
     parser.add_argument("--config", action="append", default=[], metavar="OPTION=VALUE",
                         help="a Streamlit config option for both servers, e.g. runner.postScriptGC=false")
     parser.add_argument("--neurons", choices=("explained", "all"), default="explained", help="explained: open "
@@ -609,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = benchmark(args, Path(folder))
     print("\n".join(ratios(found)))
     print(f"\nafter: {load_average()}")
+    if args.markdown:
+        args.markdown.write_text("\n".join(markdown(found)) + "\n")
+        print(f"Markdown table: {args.markdown}")
     return 1 if any(m.app.errors or m.floor.errors for m in found) else 0
 
 
