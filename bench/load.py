@@ -89,7 +89,7 @@ def _problem(forward: object, seen: list[str]) -> str | None:
     """What is wrong with one ForwardMsg of a run (None if nothing); headings are collected into `seen`."""
     kind = forward.WhichOneof("type")  # type: ignore[attr-defined]
     if kind == "page_not_found":
-        return f"page not found: {forward.page_not_found.page_name!r}"  # type: ignore[attr-defined]
+        return "page not found"
     if kind != "delta" or forward.delta.WhichOneof("type") != "new_element":  # type: ignore[attr-defined]
         return None
     element = forward.delta.new_element  # type: ignore[attr-defined]
@@ -125,6 +125,7 @@ class Session:
         """Widget key -> (widget id, value field) of the widgets the last run showed."""
 
     async def connect(self) -> None:
+        """Open the websocket (a new server-side session)."""
         import websockets
 
         self.socket = await asyncio.wait_for(
@@ -196,7 +197,9 @@ class Session:
                 continue
             self.received += len(data)
             problem = _problem(forward, headings)
-            if problem:
+            if problem == "page not found":
+                problem = f"page not found: {page!r}"
+            if problem and problem not in problems:
                 problems.append(problem)
             if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
                 self._note_widget(forward.delta.new_element)
@@ -643,8 +646,12 @@ def benchmark(args: argparse.Namespace, folder: Path, report: bool = True) -> li
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="loadbench-") as folder:
-        found = benchmark(args, Path(folder))
+    try:
+        with tempfile.TemporaryDirectory(prefix="loadbench-") as folder:
+            found = benchmark(args, Path(folder))
+    except RuntimeError as error:  # a server that does not start, a page that cannot be opened at all
+        print(f"bench/load.py: {error}", file=sys.stderr)
+        return 2
     print("\n".join(ratios(found)))
     print(f"\nafter: {load_average()}")
     if args.markdown:

@@ -344,9 +344,13 @@ def main() -> int:
     neurons = load.cache_neurons(cache, explained_first=True)
     print(f"cache {cache}; {load.load_average()}; config {args.config or 'as in .streamlit/config.toml'}"
           f"{'; gc.freeze() after the first run' if args.gc_freeze else ''}")
-    with tempfile.TemporaryDirectory(prefix="profile-") as name, profiled_server(
-            args.app, cache, Path(name), args.config, args.gc_freeze) as server:
-        asyncio.run(profile(server, Path(name), args, pages, neurons))
+    try:
+        with tempfile.TemporaryDirectory(prefix="profile-") as name, profiled_server(
+                args.app, cache, Path(name), args.config, args.gc_freeze) as server:
+            asyncio.run(profile(server, Path(name), args, pages, neurons))
+    except RuntimeError as error:  # a server that does not start, a page that cannot be opened
+        print(f"bench/profile_page.py: {error}", file=sys.stderr)
+        return 2
     print(f"\n{load.load_average()}")
     return 0
 
