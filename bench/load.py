@@ -556,11 +556,13 @@ def markdown(found: list[Measurement]) -> list[str]:
 
 def cache_neurons(cache: Path, explained_first: bool) -> Neurons:
     """The neurons to open on `cache`: the explained ones first when asked (a teacher shows those), then the rest."""
-    from core.store import Store
+    from core.store import open_reader
 
-    with Store.open(cache) as store:
-        info = store.info()
-        first = [(row.neuron.layer, row.neuron.neuron) for row in store.best_scores()] if explained_first else []
+    with open_reader(cache) as reader:
+        info = reader.info()
+        rows = reader.neuron_table(scored_only=True, order="neuron", descending=False, limit=100_000) \
+            if explained_first else []
+        first = [(row.neuron.layer, row.neuron.neuron) for row in rows]
     return Neurons(info.layers, info.neurons_per_layer, first)
 
 
