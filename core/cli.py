@@ -279,6 +279,8 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
                    "model (answers already received stay cached)")
     p.add_argument("--concurrency", type=_int_range("--concurrency", 1, 64), default=4,
                    help="LLM calls in flight at once (default 4)")
+    p.add_argument("--timeout", type=_int_range("--timeout", 1, 3600), default=60, metavar="SECONDS",
+                   help="give up on an LLM answer not complete after this long, then retry (default 60)")
 
 
 def add_explain(sub: argparse._SubParsersAction) -> None:
@@ -303,14 +305,15 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
 
 def _clients(args: argparse.Namespace, store: Any, specs: Sequence[str]) -> dict[str, Any]:
     """One LLM client per distinct LLM spec (an explainer and a simulator with the same spec share it)."""
-    from core.llm import make_client
+    from core.llm import Budget, make_client
 
+    budget = Budget(args.max_cost)  # one cap for the whole run, however many models it uses
     clients: dict[str, Any] = {}
     for spec in specs:
         kind = spec.strip().partition(":")[0].lower()
         if kind in ("openai", "local") and spec not in clients:
-            clients[spec] = make_client(spec, store=store, base_url=args.base_url, max_cost_usd=args.max_cost,
-                                        concurrency=args.concurrency)
+            clients[spec] = make_client(spec, store=store, base_url=args.base_url, budget=budget,
+                                        concurrency=args.concurrency, timeout_s=args.timeout)
     return clients
 
 

@@ -238,7 +238,7 @@ class Budget:
             if self.max_usd is not None and self.spent_usd + self.reserved_usd + estimate > self.max_usd:
                 raise SpendingCapReached(
                     f"spending cap of ${self.max_usd:.2f} reached: ${self.spent_usd:.4f} spent, "
-                    f"${self.reserved_usd:.4f} in flight, and the next call to {model} may cost up to "
+                    f"${max(self.reserved_usd, 0.0):.4f} in flight, and the next call to {model} may cost up to "
                     f"${estimate:.4f}; raise --max-cost to go on (answers so far are cached)"
                 )
             self.reserved_usd += estimate

@@ -314,7 +314,7 @@ def _explanation(user: str) -> str:
     """'words like "X"' for the first wordy token shown at activation 10, else a generic phrase."""
     for match in _TOP_LINE.finditer(user):
         word = match.group(1).strip()
-        if re.fullmatch(r"[A-Za-z]{2,20}", word):
+        if re.fullmatch(r"[A-Za-z]{1,20}", word):
             return f'words like "{word}"'
     return "words about code"
 
@@ -328,8 +328,16 @@ def _predict(token: str, description: str) -> int:
 
 
 def _numbered_tokens(user: str) -> tuple[list[str], str]:
+    """The tokens of the first run of lines numbered 1, 2, 3... (a later run is the prompt's example answer)."""
+    tokens: list[str] = []
+    for line in _NUMBERED.finditer(user):
+        if int(line.group(1)) != len(tokens) + 1:
+            if tokens:
+                break
+            continue
+        tokens.append(line.group(2))
     match = _DESCRIPTION.search(user)
-    return [m.group(2) for m in _NUMBERED.finditer(user)], match.group(1) if match else ""
+    return tokens, match.group(1) if match else ""
 
 
 def _line_predictions(user: str) -> str:
@@ -577,3 +585,19 @@ def key_on_the_wire(requests: Sequence[Received], key: str) -> KeyReport:
         if key.encode() in request.raw:
             report.elsewhere.append(f"request {request.index}: body")
     return report
+
+
+# --- a cache to explain ----------------------------------------------------------------------------------------------
+
+
+def build_tiny_cache(subject: Any, path: Path) -> Path:
+    """A real cache of a tiny model (the `tiny_subject` fixture) over 512 stdlib tokens in 8-token excerpts: each
+    neuron has 4 explain, 2 calibrate and 2 + 2 score excerpts, so a run through this server costs a few requests
+    per neuron."""
+    from core.corpus import build_corpus
+    from core.record import BuildPlan, RecordConfig, record_corpus
+
+    plan = BuildPlan(model=subject.name, corpus="stdlib", tokens=512, excerpt_len=8, settings={})
+    record_corpus(subject, lambda: build_corpus("stdlib", subject.tokenizer, max_tokens=512, excerpt_len=8),
+                  path, plan, RecordConfig(top_k=8, bottom_k=4, random_samples=4), progress=False)
+    return path
