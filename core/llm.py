@@ -393,8 +393,13 @@ class OpenAIClient:
                 model,
                 self.budget.max_usd,
             )
-        # retries are ours (max_retries=0 here), so that each attempt is reserved and accounted on its own
-        self._sdk: openai.OpenAI = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout_s, max_retries=0)
+        # Retries are ours (max_retries=0 here), so that each attempt is reserved and accounted on its own. Requests
+        # go to the base URL only: no redirect is followed (it would carry the prompts elsewhere), and a server on
+        # this machine is reached directly even when HTTP_PROXY is set (a proxy would see the key, and cannot reach
+        # this machine's loopback anyway).
+        http = openai.DefaultHttpxClient(follow_redirects=False, trust_env=not _is_loopback(self.base_url))
+        self._sdk: openai.OpenAI = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout_s, max_retries=0,
+                                                 http_client=http)
         self._store = store
         self._cache_db = cache_db
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -602,12 +607,9 @@ class OpenAIClient:
     def _read_body(self, response: Any, deadline: float) -> str:
         """The body of a streamed 200 answer, abandoned at the deadline or past MAX_ANSWER_BYTES."""
         status = response.http_response.status_code
-        if 300 <= status < 400 or status == 204:
-            raise _AttemptFailed(
-                f"{self.server} answered HTTP {status} instead of an answer (a redirect to "
-                f"{response.http_response.headers.get('location', 'nowhere')!r}?): check the base URL",
-                retry=False, billed=False,
-            )
+        if 300 <= status < 400:
+            raise _AttemptFailed(self._redirect_message(status, response.http_response.headers), retry=False,
+                                 billed=False)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -636,6 +638,8 @@ class OpenAIClient:
         """What an HTTP error status means for this call: retry or not, and the message."""
         status = error.status_code
         message = self._redact(_api_message(error))
+        if 300 <= status < 400:
+            return _AttemptFailed(self._redirect_message(status, error.response.headers), retry=False, billed=False)
         if status == 401:
             return _AttemptFailed(
                 f"the API key was refused by {self.server} (401): check OPENAI_API_KEY or the key in the dashboard "
@@ -663,9 +667,28 @@ class OpenAIClient:
         return _AttemptFailed(f"{self.server} rejected the request for {self.model} (HTTP {status}): {message}",
                               retry=False, billed=False)
 
+    def _redirect_message(self, status: int, headers: Any) -> str:
+        location = self._redact(_one_line(headers.get("location") or "nowhere", 100))
+        return (f"{self.server} redirects to {location} (HTTP {status}); requests go to the base URL only: give "
+                "the address you mean as the base URL")
+
     def _redact(self, text: str) -> str:
         """`text` with the API key replaced (a server may echo the Authorization header back)."""
         return text.replace(self._secret, REDACTED) if self._secret else text
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _retry_after_s(headers: Any) -> float | None:
