@@ -486,8 +486,10 @@ class OpenAIClient:
             stored = self._store.llm_cache_get(key, self._cache_db)
             if stored is not None:
                 try:
-                    answer = parse(json.loads(stored), True)
-                except (ValueError, LLMError) as error:  # cached by an older version that read answers differently
+                    data = json.loads(stored)
+                    _check_shape(data, endpoint)
+                    answer = parse(data, True)
+                except _PARSE_ERRORS as error:  # cached by an older version that read answers differently
                     log.warning("ignoring a cached answer of %s that no longer parses: %s", self.model,
                                 _one_line(error))
                 else:
@@ -497,12 +499,12 @@ class OpenAIClient:
                     return answer
         estimate = self.estimate_cost(prompt_bound, completion_bound)
         body = self._request(endpoint, params, estimate)
-        data: Any = None
+        data = None
         try:
             data = json.loads(body)
             _check_shape(data, endpoint)
             answer = parse(data, False)
-        except (ValueError, TypeError, KeyError, AttributeError, LLMError) as error:
+        except _PARSE_ERRORS as error:
             self._settle(estimate, _usage_tokens(data), ok=False)
             raise LLMError(
                 f"{self.server} returned a malformed {endpoint} answer for {self.model} ({_one_line(error)}); "
@@ -714,6 +716,10 @@ def _retry_after_s(headers: Any) -> float | None:
 def _backoff_s(retries: int) -> float:
     first, longest = BACKOFF_S
     return min(first * 2.0**retries, longest) * (1 - 0.25 * random.random())
+
+
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, LLMError)
+"""What reading an answer of the wrong shape can raise (all of them mean: a malformed answer)."""
 
 
 def _check_shape(data: Any, endpoint: str) -> None:

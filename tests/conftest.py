@@ -314,3 +314,12 @@ def dashboard_cache(small_cache, default_model, atlas_home, tmp_path_factory) ->
     with Store.open(path, writable=True) as store:
         compute_related(store, default_model, progress=False, stop_after_layers=DASHBOARD_RELATED_LAYERS)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_subject, tmp_path_factory) -> Path:
+    """A real cache of the tiny Llama over 512 stdlib tokens in 8-token excerpts (tests/fault_server.py), cheap to
+    explain through the fault server. Read-only for the tests: copy it to write."""
+    from fault_server import build_tiny_cache
+
+    return build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("tiny-cache") / "tiny.duckdb")

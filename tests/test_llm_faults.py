@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import FAULTS, FaultServer, build_tiny_cache
+from fault_server import FAULTS, FaultServer
 
 import core.llm
 from core.explain import explain_neurons, make_explainer
@@ -30,11 +30,6 @@ SPEC = "openai:gpt-4o-mini"
 NEURONS = [NeuronId(0, n) for n in range(4)]
 ENDED = re.compile(r"^(explainer|simulator): \S")
 """How a stored failure reads: which stage failed, then the reason."""
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tiny_subject: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("faults") / "tiny.duckdb")
 
 
 @pytest.fixture

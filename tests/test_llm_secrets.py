@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import FaultServer, build_tiny_cache, key_on_the_wire, secret_places
+from fault_server import FaultServer, key_on_the_wire, secret_places
 
 from core.explain import explain_neurons, make_explainer
 from core.llm import REDACTED, LLMError, make_client
@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-proj-NeuronAtlasFaultsTest-7f3a9c1e5b2d4068a1c3e5f7091b2d4f"
 """A fake key no real text contains."""
 SPEC = "openai:gpt-4o-mini"
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tiny_subject: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("secrets") / "tiny.duckdb")
 
 
 @pytest.fixture(autouse=True)

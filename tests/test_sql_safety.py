@@ -9,10 +9,8 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fault_server import build_tiny_cache
 
 from core.store import Store
 from core.types import ExplanationStatus, NeuronId
@@ -53,11 +51,10 @@ def search(store: Store, text: str) -> set[NeuronId]:
 
 
 @pytest.fixture(scope="module")
-def searchable(tiny_subject: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def searchable(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A real cache whose layer-0 neurons carry TEXTS as their explanations."""
-    path = build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("sql") / "tiny.duckdb")
-    shutil.copy(path, path.with_name("search.duckdb"))
-    with Store.open(path.with_name("search.duckdb"), writable=True) as store:
+    path = Path(shutil.copy(tiny_cache, tmp_path_factory.mktemp("sql") / "search.duckdb"))
+    with Store.open(path, writable=True) as store:
         for index, text in enumerate(TEXTS):
             store.add_explanation(NeuronId(0, index), text=text, explainer="human", model=None, prompt_version=None,
                                   simulator="baseline", status=ExplanationStatus.OK)
