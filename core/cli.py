@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.interop.cli import add_export, add_import_openai, add_imported_option, run_score_imported
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_CACHE_DIR = Path("caches")
@@ -386,7 +388,8 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score your own explanation of neurons (stored as explainer 'human')")
     p.add_argument("cache", type=Path)
     p.add_argument("--neurons", required=True, help="LAYER:NEURON, or several (e.g. 3:42 or 3:40-45,7:1)")
-    p.add_argument("--explanation", required=True, help="what the neuron responds to, e.g. \"the word 'return'\"")
+    p.add_argument("--explanation", help="what the neuron responds to, e.g. \"the word 'return'\"")
+    add_imported_option(p)
     p.add_argument("--simulator", default="baseline", help="baseline (default), local, local:MODEL, or openai:MODEL")
     _add_llm_options(p)
     p.set_defaults(run=run_score)
@@ -398,6 +401,10 @@ def run_score(args: argparse.Namespace) -> int:
     from core.simulate import make_simulator
     from core.store import Store
 
+    if args.imported:
+        return run_score_imported(args)
+    if not args.explanation:
+        raise CliError("give --explanation \"...\" (your own), or --imported to re-score imported explanations")
     text = check_explanation(args.explanation)
     neurons = parse_neurons(args.neurons)
     with Store.open(args.cache, writable=True) as store:
@@ -522,7 +529,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_build, add_info, add_related, add_explain, add_score, add_show, add_demo,
+    add_build, add_info, add_related, add_explain, add_score, add_show, add_demo, add_import_openai, add_export,
 ]
 
 
@@ -540,6 +547,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Every exception type whose message is meant for the user."""
     from core.corpus import CorpusError
     from core.explain import ExplainError
+    from core.interop import InteropError
     from core.llm import LLMError
     from core.models import ModelError
     from core.record import RecordError
@@ -550,7 +558,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     return (
         CliError, ModelError, CorpusError, RecordError, RelatedError, StoreError, LLMError, ExplainError, ScoreError,
-        SimulationError, SimulatorSpecError, ValueError, FileNotFoundError,
+        SimulationError, SimulatorSpecError, InteropError, ValueError, FileNotFoundError,
     )
 
 

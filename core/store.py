@@ -613,18 +613,7 @@ class Store:
                 [explanation_id, neuron.layer, neuron.neuron, text, explainer, model, prompt_version, simulator,
                  str(status), failure, candidates, _finite(calibration_score)],
             )
-            if scores is not None:
-                cur.execute(
-                    "INSERT INTO cache.scores VALUES (?, ?, ?, ?, ?, ?)",
-                    [explanation_id, simulator, _finite(scores.all), _finite(scores.top), _finite(scores.random),
-                     scores.tokens],
-                )
-            if simulations:
-                cur.executemany(
-                    "INSERT INTO cache.simulations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [[explanation_id, simulator, s.excerpt_id, str(s.kind), str(s.split),
-                      list(s.normalized_predictions), _finite(s.score)] for s in simulations],
-                )
+            _insert_scores(cur, explanation_id, simulator, scores, simulations)
         return explanation_id
 
     _EXPLANATION_COLUMNS = (
@@ -1143,8 +1132,79 @@ class Store:
                 raise
             cur.execute("COMMIT")
 
+    # === interop (core/interop, issue 12; added by the `interop` helper, called only from core/interop/cache_io.py)
+
+    def insert_excerpt_rows(self, table: pa.Table) -> None:
+        """Excerpts with ids of their own (excerpt_id, token_ids, tokens, source), for a cache written in parts."""
+        self._insert_arrow("excerpts", table)
+
+    def neuron_ids(self, layers: Sequence[int] | None = None) -> list[NeuronId]:
+        """Every neuron with statistics in this cache (optionally of some layers only), by layer and neuron."""
+        where, params = ("", []) if layers is None else ("WHERE layer IN (SELECT unnest(?))", [list(layers)])
+        rows = (
+            self._cursor()
+            .execute(f"SELECT layer, neuron FROM cache.neuron_stats {where} ORDER BY layer, neuron", params)
+            .fetchall()
+        )
+        return [NeuronId(int(r[0]), int(r[1])) for r in rows]
+
+    def shared_excerpt_activations(self) -> pa.Table:
+        """(layer, neuron, excerpt_id, activations) of every excerpt stored for two or more neurons, one row per
+        (neuron, excerpt), ordered by excerpt."""
+        return (
+            self._cursor()
+            .sql(
+                "WITH shared AS (SELECT excerpt_id FROM cache.neuron_excerpts GROUP BY excerpt_id "
+                "HAVING count(DISTINCT (layer, neuron)) >= 2) "
+                "SELECT n.layer, n.neuron, n.excerpt_id, any_value(n.activations) AS activations "
+                "FROM cache.neuron_excerpts n JOIN shared USING (excerpt_id) "
+                "GROUP BY n.layer, n.neuron, n.excerpt_id ORDER BY n.excerpt_id, n.layer, n.neuron"
+            )
+            .to_arrow_table()
+        )
+
+    def add_score(
+        self, explanation_id: int, simulator: str, scores: Scores, simulations: Sequence[ExcerptSimulation] = ()
+    ) -> None:
+        """Store the scores and simulations of an existing explanation by one more simulator (replacing that
+        simulator's earlier ones), in one transaction."""
+        with self.transaction() as cur:
+            for table in ("simulations", "scores"):
+                cur.execute(f"DELETE FROM cache.{table} WHERE explanation_id = ? AND simulator = ?",
+                            [explanation_id, simulator])
+            _insert_scores(cur, explanation_id, simulator, scores, simulations)
+
+    def explanation_scores(self, explanation_id: int) -> dict[str, Scores]:
+        """Every simulator's scores of one explanation, by simulator spec."""
+        if not self._has_table("scores"):
+            return {}
+        rows = (
+            self._cursor()
+            .execute("SELECT simulator, score_all, score_top, score_random, tokens FROM cache.scores "
+                     "WHERE explanation_id = ? ORDER BY simulator", [explanation_id])
+            .fetchall()
+        )
+        return {r[0]: Scores(r[1], r[2], r[3], int(r[4])) for r in rows}
+
 
 # --- small pure helpers -----------------------------------------------------------------------------
+
+
+def _insert_scores(cur: duckdb.DuckDBPyConnection, explanation_id: int, simulator: str, scores: Scores | None,
+                   simulations: Sequence[ExcerptSimulation]) -> None:
+    """The scores row and simulated excerpts of one explanation by one simulator (inside the caller's transaction)."""
+    if scores is not None:
+        cur.execute(
+            "INSERT INTO cache.scores VALUES (?, ?, ?, ?, ?, ?)",
+            [explanation_id, simulator, _finite(scores.all), _finite(scores.top), _finite(scores.random),
+             scores.tokens],
+        )
+    if simulations:
+        cur.executemany(
+            "INSERT INTO cache.simulations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [[explanation_id, simulator, s.excerpt_id, str(s.kind), str(s.split), list(s.normalized_predictions),
+              _finite(s.score)] for s in simulations],
+        )
 
 
 def neuron_excerpt_filter(

@@ -1,0 +1,170 @@
+"""Every read and write of a cache that core/interop makes, in one place (through core.store.Store).
+
+Kept small on purpose: when the cache is split into the recording and a results file, only this module needs
+re-pointing. Imported explanations go where `add_explanation` puts explanations; related neurons where
+`insert_related_layer` puts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from core.store import Store, StoreError, replace_file, temp_path
+from core.types import (
+    ExcerptSimulation,
+    ExplanationRecord,
+    ExplanationStatus,
+    NeuronExcerpt,
+    NeuronId,
+    NeuronStats,
+    RelatedNeuronKind,
+    RelatedToken,
+    RelatedTokenKind,
+    Scores,
+)
+
+IMPORTED_EXPLAINER = "imported:openai:gpt-4"
+"""Explainer spec stored with OpenAI's published explanations (GPT-4 wrote them; the prefix marks them imported)."""
+IMPORTED_SIMULATOR = "imported:openai:gpt-4"
+"""Simulator spec stored with their published scores (OpenAI's simulator; the paper's main runs used GPT-4)."""
+IMPORTED_PROMPT_VERSION = "openai-2023"
+
+
+# --- writing a new cache (import) ---------------------------------------------------------------------------------
+
+
+def create_temp_cache(cache: Path) -> Store:
+    """An empty cache at CACHE.tmp, replacing any left there; `finish_temp_cache` moves it into place."""
+    tmp = temp_path(cache)
+    Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    return Store.create(tmp)
+
+
+def finish_temp_cache(store: Store, cache: Path) -> None:
+    """Write CACHE.tmp to disk and rename it over CACHE (readers of an old CACHE keep their copy)."""
+    store.checkpoint()
+    store.close()
+    replace_file(temp_path(cache), cache)
+
+
+def write_excerpts(store: Store, excerpt_ids: np.ndarray, token_ids: Sequence[Sequence[int]],
+                   tokens: Sequence[Sequence[str]], sources: Sequence[str]) -> None:
+    store.insert_excerpt_rows(pa.table({
+        "excerpt_id": pa.array(np.asarray(excerpt_ids, dtype=np.int32)),
+        "token_ids": pa.array([list(row) for row in token_ids], type=pa.list_(pa.int32())),
+        "tokens": pa.array([list(row) for row in tokens], type=pa.list_(pa.string())),
+        "source": pa.array(list(sources), type=pa.string()),
+    }))
+
+
+def write_neuron_rows(store: Store, stats: pa.Table, excerpts: pa.Table) -> None:
+    """neuron_stats and neuron_excerpts rows (columns in schema order, rows sorted by neuron)."""
+    store.insert_neuron_stats(stats)
+    store.insert_neuron_excerpts(excerpts)
+
+
+def write_vocab(store: Store, tokens: Sequence[str], counts: np.ndarray) -> None:
+    """The imported vocabulary: token id i is tokens[i]."""
+    store.insert_vocab(np.arange(len(tokens), dtype=np.int32), tokens, counts)
+
+
+def write_imported_explanation(store: Store, neuron: NeuronId, text: str, scores: Scores,
+                               simulations: Sequence[ExcerptSimulation]) -> int:
+    """One of OpenAI's explanations with its published scores and the simulated excerpts found in the cache."""
+    return store.add_explanation(
+        neuron, text=text, explainer=IMPORTED_EXPLAINER, model="gpt-4", prompt_version=IMPORTED_PROMPT_VERSION,
+        simulator=IMPORTED_SIMULATOR, status=ExplanationStatus.OK, scores=scores, simulations=simulations,
+    )
+
+
+def shared_excerpt_activations(store: Store) -> pa.Table:
+    return store.shared_excerpt_activations()
+
+
+def write_correlated_neurons(store: Store, layer: int, rows: pa.Table) -> None:
+    """One layer's correlated-neuron rows (layer, neuron, kind, rank, other_layer, other_neuron, strength)."""
+    empty_tokens = pa.table({
+        "layer": pa.array([], pa.int16()), "neuron": pa.array([], pa.int32()), "kind": pa.array([], pa.string()),
+        "rank": pa.array([], pa.int16()), "token_id": pa.array([], pa.int32()), "value": pa.array([], pa.float32()),
+    })
+    store.insert_related_layer(layer, empty_tokens, rows)
+
+
+def set_meta(store: Store, values: dict[str, Any]) -> None:
+    store.set_meta(values)
+
+
+# --- reading a cache (export, rescore) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeuronData:
+    """Everything an exporter writes about one neuron."""
+
+    neuron: NeuronId
+    stats: NeuronStats | None
+    excerpts: list[NeuronExcerpt]
+    """Every stored excerpt of the neuron, by kind, quantile bin and rank."""
+    explanations: list[tuple[ExplanationRecord, list[ExcerptSimulation]]]
+    """Finished explanations, best first, each with the simulations its own simulator made."""
+
+
+def open_cache(cache: Path, *, writable: bool = False) -> Store:
+    return Store.open(cache, writable=writable)
+
+
+def cache_meta(store: Store) -> dict[str, Any]:
+    return store.meta()
+
+
+def neurons_in_cache(store: Store, layers: Sequence[int] | None = None) -> list[NeuronId]:
+    return store.neuron_ids(layers)
+
+
+def check_neuron(store: Store, neuron: NeuronId) -> None:
+    store.check_neuron(neuron)
+
+
+def neuron_data(store: Store, neuron: NeuronId, *, with_explanations: bool = True) -> NeuronData:
+    explanations = []
+    if with_explanations:
+        for record in store.explanations(neuron):
+            if record.status == ExplanationStatus.OK and record.text:
+                explanations.append((record, store.simulations(record.explanation_id)))
+    return NeuronData(neuron, store.neuron_stats(neuron), store.neuron_excerpts(neuron), explanations)
+
+
+def output_tokens(store: Store, neuron: NeuronId, limit: int = 10) -> tuple[list[RelatedToken], list[RelatedToken]]:
+    """Tokens whose logits the neuron raises most and lowers most ([] when `related` has not run)."""
+    return (store.related_tokens(neuron, RelatedTokenKind.OUTPUT_UP, limit),
+            store.related_tokens(neuron, RelatedTokenKind.OUTPUT_DOWN, limit))
+
+
+def correlated_neurons(store: Store, neuron: NeuronId, limit: int = 10) -> list[tuple[NeuronId, float]]:
+    return [(r.neuron, r.strength) for r in store.related_neurons(neuron, RelatedNeuronKind.CORRELATED, limit)]
+
+
+def excerpt_token_ids(store: Store, excerpt_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    return {i: e.token_ids for i, e in store.excerpts(excerpt_ids).items()}
+
+
+def imported_explanations(store: Store, neuron: NeuronId) -> list[ExplanationRecord]:
+    return [r for r in store.explanations(neuron) if r.explainer == IMPORTED_EXPLAINER and r.text]
+
+
+def simulations(store: Store, explanation_id: int, simulator: str | None = None) -> list[ExcerptSimulation]:
+    return store.simulations(explanation_id, simulator)
+
+
+def write_score(store: Store, explanation_id: int, simulator: str, scores: Scores,
+                simulations: Sequence[ExcerptSimulation]) -> None:
+    store.add_score(explanation_id, simulator, scores, simulations)
+
+
+__all__ = ["StoreError"]
