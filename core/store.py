@@ -1174,6 +1174,23 @@ class Store:
                             [explanation_id, simulator])
             _insert_scores(cur, explanation_id, simulator, scores, simulations)
 
+    def insert_explanation_rows(self, explanations: pa.Table, scores: pa.Table, simulations: pa.Table) -> int:
+        """Many finished explanations at once (an import), in one transaction. The tables hold the columns of
+        explanations (without created_at), scores and simulations in schema order, with explanation ids counted
+        from 0; they are stored after the cache's last id. Returns the id the first one got."""
+        with self.transaction() as cur:
+            base = int(cur.execute("SELECT coalesce(max(explanation_id), 0) + 1 FROM cache.explanations")
+                       .fetchall()[0][0])
+            for name, rows in (("explanations", explanations), ("scores", scores), ("simulations", simulations)):
+                cur.register("interop_rows", rows)
+                try:
+                    stamp = ", (now() AT TIME ZONE 'UTC')" if name == "explanations" else ""
+                    cur.execute(f"INSERT INTO cache.{name} SELECT * REPLACE (explanation_id + {base} AS "
+                                f"explanation_id){stamp} FROM interop_rows")
+                finally:
+                    cur.unregister("interop_rows")
+        return base
+
     def explanation_scores(self, explanation_id: int) -> dict[str, Scores]:
         """Every simulator's scores of one explanation, by simulator spec."""
         if not self._has_table("scores"):

@@ -74,13 +74,58 @@ def write_vocab(store: Store, tokens: Sequence[str], counts: np.ndarray) -> None
     store.insert_vocab(np.arange(len(tokens), dtype=np.int32), tokens, counts)
 
 
-def write_imported_explanation(store: Store, neuron: NeuronId, text: str, scores: Scores,
-                               simulations: Sequence[ExcerptSimulation]) -> int:
+@dataclass(frozen=True)
+class ImportedExplanation:
     """One of OpenAI's explanations with its published scores and the simulated excerpts found in the cache."""
-    return store.add_explanation(
-        neuron, text=text, explainer=IMPORTED_EXPLAINER, model="gpt-4", prompt_version=IMPORTED_PROMPT_VERSION,
-        simulator=IMPORTED_SIMULATOR, status=ExplanationStatus.OK, scores=scores, simulations=simulations,
+
+    neuron: NeuronId
+    text: str
+    scores: Scores
+    simulations: Sequence[ExcerptSimulation]
+
+
+def write_imported_explanations(store: Store, items: Sequence[ImportedExplanation]) -> None:
+    """Store many imported explanations in one transaction (explainer IMPORTED_EXPLAINER, scorer named)."""
+    if not items:
+        return
+    store.insert_explanation_rows(
+        pa.table({
+            "explanation_id": pa.array(range(len(items)), pa.int64()),
+            "layer": pa.array([e.neuron.layer for e in items], pa.int16()),
+            "neuron": pa.array([e.neuron.neuron for e in items], pa.int32()),
+            "text": pa.array([e.text for e in items], pa.string()),
+            "explainer": pa.array([IMPORTED_EXPLAINER] * len(items), pa.string()),
+            "model": pa.array(["gpt-4"] * len(items), pa.string()),
+            "prompt_version": pa.array([IMPORTED_PROMPT_VERSION] * len(items), pa.string()),
+            "simulator": pa.array([IMPORTED_SIMULATOR] * len(items), pa.string()),
+            "status": pa.array([str(ExplanationStatus.OK)] * len(items), pa.string()),
+            "failure": pa.array([None] * len(items), pa.string()),
+            "candidates": pa.array([1] * len(items), pa.int16()),
+            "calibration_score": pa.array([None] * len(items), pa.float64()),
+        }),
+        pa.table({
+            "explanation_id": pa.array(range(len(items)), pa.int64()),
+            "simulator": pa.array([IMPORTED_SIMULATOR] * len(items), pa.string()),
+            "score_all": pa.array([_finite(e.scores.all) for e in items], pa.float64()),
+            "score_top": pa.array([_finite(e.scores.top) for e in items], pa.float64()),
+            "score_random": pa.array([_finite(e.scores.random) for e in items], pa.float64()),
+            "tokens": pa.array([e.scores.tokens for e in items], pa.int32()),
+        }),
+        pa.table({
+            "explanation_id": pa.array([i for i, e in enumerate(items) for _ in e.simulations], pa.int64()),
+            "simulator": pa.array([IMPORTED_SIMULATOR] * sum(len(e.simulations) for e in items), pa.string()),
+            "excerpt_id": pa.array([s.excerpt_id for e in items for s in e.simulations], pa.int32()),
+            "kind": pa.array([str(s.kind) for e in items for s in e.simulations], pa.string()),
+            "split": pa.array([str(s.split) for e in items for s in e.simulations], pa.string()),
+            "normalized_predictions": pa.array([list(s.normalized_predictions) for e in items for s in e.simulations],
+                                               pa.list_(pa.float32())),
+            "score": pa.array([_finite(s.score) for e in items for s in e.simulations], pa.float64()),
+        }),
     )
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def shared_excerpt_activations(store: Store) -> pa.Table:

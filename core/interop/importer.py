@@ -503,6 +503,7 @@ def _assemble_explanations(store: Any, folder: Path, layer: int, explanations: l
     kinds = records.column("kind").to_pylist()
     splits = records.column("split").to_pylist()
     activations = records.column("activations")
+    found: list[cache_io.ImportedExplanation] = []
     for row in explanations:
         neuron = NeuronId(layer, row["neuron"])
         sims: list[ExcerptSimulation] = []
@@ -535,10 +536,11 @@ def _assemble_explanations(store: Any, folder: Path, layer: int, explanations: l
         scores = Scores(all=published if published is not None else recomputed,
                         top=pooled_ev_correlation(top), random=pooled_ev_correlation(rnd),
                         tokens=sum(len(s["tokens"]) for s in seqs))
-        cache_io.write_imported_explanation(store, neuron, row["text"], scores, sims)
-        summary.explanations += 1
+        found.append(cache_io.ImportedExplanation(neuron, row["text"], scores, sims))
         if problems := readability_problems(row["text"]):
             state.readability.append(f"{neuron}: {row['text']!r} ({'; '.join(problems)})")
+    cache_io.write_imported_explanations(store, found)
+    summary.explanations += len(found)
 
 
 def correlated_neurons(table: pa.Table, min_shared: int = MIN_SHARED_EXCERPTS, keep: int = CORRELATED_PER_NEURON

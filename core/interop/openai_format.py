@@ -141,6 +141,7 @@ class ScoredSequence:
     """float64, raw activations."""
     ev_correlation_score: float | None
     distribution_values: tuple[tuple[float, ...], ...] = ()
+    """Per token, the values of the simulator's distribution (not read on import; written empty by our export)."""
     distribution_probabilities: tuple[tuple[float, ...], ...] = ()
 
 
@@ -229,7 +230,7 @@ def _vector(value: Any, where: str) -> np.ndarray:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise FormatError(f"{where} holds something that is not a number") from None
-    if array.ndim != 1 or not np.isfinite(array).all() or any(isinstance(v, bool) for v in value):
+    if array.ndim != 1 or not np.isfinite(array).all():
         raise FormatError(f"{where} should be a flat list of finite numbers")
     return array
 
@@ -298,12 +299,10 @@ def parse_neuron_record(obj: Any) -> NeuronRecord:
     )
 
 
-def _distribution(value: Any, where: str, length: int) -> tuple[tuple[float, ...], ...]:
-    if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
-        raise FormatError(f"{where} should be a list with one list of numbers per token")
-    if value and len(value) != length:
-        raise FormatError(f"{where} has {len(value)} entries for {length} tokens")
-    return tuple(tuple(float(x) for x in _vector(row, f"{where}[{i}]")) for i, row in enumerate(value))
+def _check_distribution(value: Any, where: str, length: int) -> None:
+    """The simulator's per-token distributions are checked for shape only: the cache does not keep them."""
+    if not isinstance(value, list) or (value and (len(value) != length or not isinstance(value[0], list))):
+        raise FormatError(f"{where} should be a list with one list of numbers per token ({length})")
 
 
 def _scored_sequence(obj: Any, where: str) -> ScoredSequence:
@@ -319,16 +318,15 @@ def _scored_sequence(obj: Any, where: str) -> ScoredSequence:
     if scale not in ACTIVATION_SCALES:
         raise FormatError(f"{where}.simulation.activation_scale is {scale!r}, not one of "
                           f"{', '.join(ACTIVATION_SCALES)}")
+    _check_distribution(sim["distribution_values"], f"{where}.simulation.distribution_values", len(tokens))
+    _check_distribution(sim["distribution_probabilities"], f"{where}.simulation.distribution_probabilities",
+                        len(tokens))
     return ScoredSequence(
         tokens=tokens,
         expected_activations=expected,
         activation_scale=scale,
         true_activations=truth,
         ev_correlation_score=_number(fields["ev_correlation_score"], f"{where}.ev_correlation_score"),
-        distribution_values=_distribution(sim["distribution_values"], f"{where}.simulation.distribution_values",
-                                          len(tokens)),
-        distribution_probabilities=_distribution(sim["distribution_probabilities"],
-                                                 f"{where}.simulation.distribution_probabilities", len(tokens)),
     )
 
 
