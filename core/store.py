@@ -517,18 +517,7 @@ class Store:
             )
             .fetchall()
         )
-        return [
-            NeuronExcerpt(
-                neuron=neuron,
-                excerpt=Excerpt(row[0], tuple(row[1]), tuple(row[2])),
-                kind=ExcerptKind(row[3]),
-                rank=int(row[4]),
-                split=Split(row[5]),
-                activations=tuple(float(v) for v in row[6]),
-                quantile_bin=None if row[7] is None else int(row[7]),
-            )
-            for row in rows
-        ]
+        return [_neuron_excerpt_from_row(neuron, row) for row in rows]
 
     def neuron_stats(self, neuron: NeuronId) -> NeuronStats | None:
         row = (
@@ -540,21 +529,7 @@ class Store:
             )
             .fetchone()
         )
-        if row is None:
-            return None
-        return NeuronStats(
-            neuron=neuron,
-            max_activation=float(row[0]),
-            min_activation=float(row[1]),
-            mean=float(row[2]),
-            variance=float(row[3]),
-            skewness=float(row[4]),
-            kurtosis=float(row[5]),
-            density=float(row[6]),
-            hist_edges=tuple(float(v) for v in row[7]),
-            hist_counts=tuple(int(v) for v in row[8]),
-            quantile_edges=tuple(float(v) for v in row[9]),
-        )
+        return None if row is None else _neuron_stats_from_row(neuron, row)
 
     def token_means(self, neuron: NeuronId, limit: int = 20, highest: bool = True) -> list[TokenMean]:
         """Tokens with the highest (or lowest) mean activation for this neuron, with their counts."""
@@ -1148,6 +1123,31 @@ class Store:
         )
         return [NeuronId(int(r[0]), int(r[1])) for r in rows]
 
+    def neurons_excerpts_and_stats(
+        self, neurons: Sequence[NeuronId]
+    ) -> dict[NeuronId, tuple[NeuronStats | None, list[NeuronExcerpt]]]:
+        """neuron_stats and neuron_excerpts of many neurons in two queries (exports read a block at a time)."""
+        if not neurons:
+            return {}
+        chosen = "JOIN (SELECT unnest(?) AS layer, unnest(?) AS neuron) w USING (layer, neuron)"
+        params = [[n.layer for n in neurons], [n.neuron for n in neurons]]
+        cur = self._cursor()
+        found: dict[NeuronId, tuple[NeuronStats | None, list[NeuronExcerpt]]] = {n: (None, []) for n in neurons}
+        for row in cur.execute(
+            "SELECT layer, neuron, max_activation, min_activation, mean, variance, skewness, kurtosis, density, "
+            f"hist_edges, hist_counts, quantile_edges FROM cache.neuron_stats {chosen}", params,
+        ).fetchall():
+            neuron = NeuronId(int(row[0]), int(row[1]))
+            found[neuron] = (_neuron_stats_from_row(neuron, row[2:]), found[neuron][1])
+        for row in cur.execute(
+            "SELECT n.layer, n.neuron, e.excerpt_id, e.token_ids, e.tokens, n.kind, n.rank, n.split, n.activations, "
+            f"n.quantile_bin FROM cache.neuron_excerpts n {chosen} JOIN cache.excerpts e USING (excerpt_id) "
+            "ORDER BY n.layer, n.neuron, n.kind, n.quantile_bin NULLS FIRST, n.rank", params,
+        ).fetchall():
+            neuron = NeuronId(int(row[0]), int(row[1]))
+            found[neuron][1].append(_neuron_excerpt_from_row(neuron, row[2:]))
+        return found
+
     def shared_excerpt_activations(self) -> pa.Table:
         """(layer, neuron, excerpt_id, activations) of every excerpt stored for two or more neurons, one row per
         (neuron, excerpt), ordered by excerpt."""
@@ -1205,6 +1205,36 @@ class Store:
 
 
 # --- small pure helpers -----------------------------------------------------------------------------
+
+
+def _neuron_excerpt_from_row(neuron: NeuronId, row: Sequence[Any]) -> NeuronExcerpt:
+    """A NeuronExcerpt from (excerpt_id, token_ids, tokens, kind, rank, split, activations, quantile_bin)."""
+    return NeuronExcerpt(
+        neuron=neuron,
+        excerpt=Excerpt(row[0], tuple(row[1]), tuple(row[2])),
+        kind=ExcerptKind(row[3]),
+        rank=int(row[4]),
+        split=Split(row[5]),
+        activations=tuple(float(v) for v in row[6]),
+        quantile_bin=None if row[7] is None else int(row[7]),
+    )
+
+
+def _neuron_stats_from_row(neuron: NeuronId, row: Sequence[Any]) -> NeuronStats:
+    """NeuronStats from the neuron_stats columns after (layer, neuron), in schema order."""
+    return NeuronStats(
+        neuron=neuron,
+        max_activation=float(row[0]),
+        min_activation=float(row[1]),
+        mean=float(row[2]),
+        variance=float(row[3]),
+        skewness=float(row[4]),
+        kurtosis=float(row[5]),
+        density=float(row[6]),
+        hist_edges=tuple(float(v) for v in row[7]),
+        hist_counts=tuple(int(v) for v in row[8]),
+        quantile_edges=tuple(float(v) for v in row[9]),
+    )
 
 
 def _insert_scores(cur: duckdb.DuckDBPyConnection, explanation_id: int, simulator: str, scores: Scores | None,

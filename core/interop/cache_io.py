@@ -176,13 +176,22 @@ def check_neuron(store: Store, neuron: NeuronId) -> None:
     store.check_neuron(neuron)
 
 
-def neuron_data(store: Store, neuron: NeuronId, *, with_explanations: bool = True) -> NeuronData:
-    explanations = []
-    if with_explanations:
-        for record in store.explanations(neuron):
-            if record.status == ExplanationStatus.OK and record.text:
-                explanations.append((record, store.simulations(record.explanation_id)))
-    return NeuronData(neuron, store.neuron_stats(neuron), store.neuron_excerpts(neuron), explanations)
+def neuron_data(store: Store, neurons: Sequence[NeuronId]) -> list[NeuronData]:
+    """Everything about these neurons (read a block at a time: excerpts and statistics in two queries, then the
+    explanations of the neurons that have any)."""
+    rows = store.neurons_excerpts_and_stats(neurons)
+    layers = sorted({n.layer for n in neurons})
+    explained = {b.neuron for b in store.best_scores(layers)}
+    found = []
+    for neuron in neurons:
+        explanations = []
+        if neuron in explained:
+            for record in store.explanations(neuron):
+                if record.status == ExplanationStatus.OK and record.text:
+                    explanations.append((record, store.simulations(record.explanation_id)))
+        stats, excerpts = rows[neuron]
+        found.append(NeuronData(neuron, stats, excerpts, explanations))
+    return found
 
 
 def output_tokens(store: Store, neuron: NeuronId, limit: int = 10) -> tuple[list[RelatedToken], list[RelatedToken]]:

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from core.interop import InteropError, cache_io
-from core.interop.export_openai import ExportSummary, selected_neurons, write_text_atomic
+from core.interop.export_openai import ExportSummary, neuron_blocks, selected_neurons, write_text_atomic
 from core.types import NeuronId
 
 BATCH_EXCERPTS = 16
 """Excerpts per forward pass when re-running the model."""
+MAX_VALUES = 200_000_000
+"""Most (neuron, token) activations one export may cover (up to about 1.4 GB of locations and values)."""
 
 
 def hookpoint(layer: int) -> str:
@@ -61,12 +63,16 @@ def export_delphi(
         chosen = selected_neurons(store, layers, neurons)
         excerpt_ids: set[int] = set()
         explanations: dict[NeuronId, str] = {}
-        for neuron in chosen:
-            data = cache_io.neuron_data(store, neuron)
+        for data in neuron_blocks(store, chosen):
             excerpt_ids |= {e.excerpt.excerpt_id for e in data.excerpts}
             if data.explanations and data.explanations[0][0].text:
-                explanations[neuron] = str(data.explanations[0][0].text)
+                explanations[data.neuron] = str(data.explanations[0][0].text)
         rows = sorted(excerpt_ids)
+        width = int(meta.get("excerpt_len", 0))
+        if len(rows) * width * len(chosen) > MAX_VALUES:
+            raise InteropError(f"{len(chosen):,} neurons over {len(rows):,} excerpts would be "
+                               f"{len(rows) * width * len(chosen):,} activations, more than a delphi cache of dense "
+                               f"MLP neurons should hold ({MAX_VALUES:,}); choose fewer with --neurons")
         found = cache_io.excerpt_token_ids(store, rows)
     tokens = np.array([found[i] for i in rows], dtype=np.int64)
     subject = load_model(model or str(meta.get("model")))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.interop import InteropError, cache_io
-from core.interop.export_openai import ExportSummary, selected_neurons
+from core.interop.export_openai import ExportSummary, neuron_blocks, selected_neurons
 from core.types import ExcerptKind, NeuronId
 
 BATCH_FEATURES = 1024
@@ -165,9 +165,9 @@ def export_neuronpedia(
         for (layer, batch), members in sorted(by_batch.items()):
             source = f"{layer}-{source_set}"
             features, activations, explanations = [], [], []
-            for neuron in sorted(members):
-                data = cache_io.neuron_data(store, neuron)
-                features.append(_feature_row(data, model_id, source, source_set, cache_io.output_tokens(store, neuron)))
+            for data in neuron_blocks(store, sorted(members)):
+                features.append(_feature_row(data, model_id, source, source_set,
+                                             cache_io.output_tokens(store, data.neuron)))
                 activations += _activation_rows(data, model_id, source, corpus)
                 explanations += _explanation_rows(data, model_id, source)
                 if tick:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ from core.interop.openai_format import (
     simulation_results_json,
 )
 from core.types import ExcerptKind, NeuronExcerpt, NeuronId
+
+READ_BLOCK = 256
+"""Neurons read from the cache at once."""
 
 
 @dataclass
@@ -63,6 +66,12 @@ def selected_neurons(store: Any, layers: Sequence[int] | None, neurons: Sequence
     if not found:
         raise InteropError(f"no recorded neurons{' in those layers' if layers else ''} in {store.path}")
     return found
+
+
+def neuron_blocks(store: Any, neurons: Sequence[NeuronId], size: int = READ_BLOCK) -> Iterator[cache_io.NeuronData]:
+    """Every chosen neuron's data, read `size` neurons at a time."""
+    for start in range(0, len(neurons), size):
+        yield from cache_io.neuron_data(store, neurons[start:start + size])
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -131,8 +140,8 @@ def export_openai(
         meta = cache_io.cache_meta(store)
         chosen = selected_neurons(store, layers, neurons)
         tick = progress("export", len(chosen)) if progress else None
-        for neuron in chosen:
-            data = cache_io.neuron_data(store, neuron)
+        for data in neuron_blocks(store, chosen):
+            neuron = data.neuron
             bottom += sum(1 for e in data.excerpts if e.kind == ExcerptKind.BOTTOM)
             layer_dir = str(neuron.layer)
             write_text_atomic(folder / "collated-activations" / layer_dir / f"{neuron.neuron}.json",
