@@ -71,7 +71,7 @@ def rescore_lines(results: Sequence[Sequence[Rescored]], simulator: str) -> list
                          f"{format_score(r.ours.top):>6} {format_score(r.ours.random):>6}  {r.text}")
     if not any(results):
         lines.append("no imported explanations for these neurons (import them with `python -m core import-openai`)")
-    lines.append("published: the score stored with the file; recomputed: the same from the stored predictions and "
-                 f"activations ({'all' if any(results) else 'no'} excerpts found in the cache); "
-                 f"{simulator}: our simulator on the score-split excerpts (stored beside the published score)")
+    lines.append("published: the score stored with the file; recomputed: the same from the published predictions "
+                 f"and the cache's activations of the excerpts it was scored on; {simulator}: our simulator on the "
+                 "neuron's score-split excerpts (stored beside the published score)")
     return lines
