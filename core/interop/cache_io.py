@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from core.store import Store, StoreError, replace_file, temp_path
+from core.store import Store, replace_file, temp_path
 from core.types import (
     ExcerptSimulation,
     ExplanationRecord,
@@ -23,7 +23,6 @@ from core.types import (
     NeuronExcerpt,
     NeuronId,
     NeuronStats,
-    RelatedNeuronKind,
     RelatedToken,
     RelatedTokenKind,
     Scores,
@@ -200,10 +199,6 @@ def output_tokens(store: Store, neuron: NeuronId, limit: int = 10) -> tuple[list
             store.related_tokens(neuron, RelatedTokenKind.OUTPUT_DOWN, limit))
 
 
-def correlated_neurons(store: Store, neuron: NeuronId, limit: int = 10) -> list[tuple[NeuronId, float]]:
-    return [(r.neuron, r.strength) for r in store.related_neurons(neuron, RelatedNeuronKind.CORRELATED, limit)]
-
-
 def excerpt_token_ids(store: Store, excerpt_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
     return {i: e.token_ids for i, e in store.excerpts(excerpt_ids).items()}
 
@@ -220,5 +215,3 @@ def write_score(store: Store, explanation_id: int, simulator: str, scores: Score
                 simulations: Sequence[ExcerptSimulation]) -> None:
     store.add_score(explanation_id, simulator, scores, simulations)
 
-
-__all__ = ["StoreError"]
