@@ -111,6 +111,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/recording.py", "neuron_excerpts", "where"): "built by neuron_excerpt_filter from fixed clauses "
                                                              "with ? placeholders",
     ("core/store/recording.py", "token_means", "order"): "'DESC' or 'ASC', chosen by a bool",
+    ("core/store/recording.py", "neuron_ids", "where"): "'' or a fixed clause with a ? placeholder",
     ("core/store/recording.py", "insert_arrow", "database"): "a database alias; every caller passes a constant",
     ("core/store/recording.py", "insert_arrow", "table_name"): "a table name; every caller passes a literal",
     ("core/store/explanations.py", "add_explanation", "table"): "a table name from a literal tuple",
@@ -119,7 +120,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/explanations.py", "insert_explanation_rows", "name"): "a table name from a literal tuple",
     ("core/store/explanations.py", "insert_explanation_rows", "stamp"): "'' or a fixed expression, chosen by the "
                                                                         "table name",
-    ("core/store/recording.py", "neuron_ids", "where"): "'' or a fixed clause with a ? placeholder",
     ("core/store/related.py", "start_related", "name"): "a table name from a literal tuple",
     ("core/store/related.py", "insert_related_layer", "name"): "a table name from a literal tuple",
     ("core/store/notes.py", "_next_id", "table"): "a table name; every caller passes a literal",
