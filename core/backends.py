@@ -78,9 +78,11 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
     """None: OPENAI_API_KEY."""
     max_cost_usd: float | None = None
-    """Stop before a priced model spends more than this (per client)."""
+    """Stop before priced models spend more than this, all the clients of one `wire` together."""
     concurrency: int = 4
     """LLM calls in flight at once, per client."""
+    timeout_s: float = 60.0
+    """Give up on an answer not complete after this long (each attempt), then retry."""
 
 
 @dataclass
@@ -118,21 +120,23 @@ def wire(
     responses: ResponseCache | None = None,
 ) -> Backends:
     """The simulator (and explainer) of these specs with their clients; LLM answers are kept in `responses` (the
-    results file for the command line, the notes file for the dashboard)."""
+    results file for the command line, the notes file for the dashboard). The clients share one spending budget, so
+    `settings.max_cost_usd` caps the run however many models it uses."""
     from core.explain import make_explainer
-    from core.llm import make_client
+    from core.llm import Budget, make_client
     from core.simulate import make_simulator
 
     settings = settings or LLMSettings()
     specs = {"simulator": BackendSpec.parse(simulator, "simulator")}
     if explainer is not None:
         specs["explainer"] = BackendSpec.parse(explainer, "explainer")
+    budget = Budget(settings.max_cost_usd)
     clients: dict[str, LLMClient] = {}
     for spec in specs.values():
         if spec.is_llm and str(spec) not in clients:
             clients[str(spec)] = make_client(
                 str(spec), responses=responses, base_url=settings.base_url, api_key=settings.api_key,
-                max_cost_usd=settings.max_cost_usd, concurrency=settings.concurrency,
+                budget=budget, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
             )
     made_explainer = None
     if explainer is not None:

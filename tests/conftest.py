@@ -364,3 +364,12 @@ def tiny_dashboard(tiny_explained_cache, tmp_path):
     cache = DashboardCache(path)
     yield cache
     cache.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_subject, tmp_path_factory) -> Path:
+    """A real cache of the tiny Llama over 512 stdlib tokens in 8-token excerpts (tests/fault_server.py), cheap to
+    explain through the fault server. Read-only for the tests: copy it to write."""
+    from fault_server import build_tiny_cache
+
+    return build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("tiny-cache") / "tiny.duckdb")

@@ -48,3 +48,13 @@ def test_wire_shares_one_client_per_spec_and_none_for_baseline(monkeypatch):
     assert shared.explainer.client is client and shared.simulator.client is client and shared.uses_api
     assert client.max_cost_usd == 0.25 and client.base_url == "http://127.0.0.1:9/v1"
     assert wire("baseline").explainer is None
+
+
+def test_wire_gives_the_clients_of_a_run_one_budget_and_the_timeout(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = LLMSettings(base_url="http://127.0.0.1:9/v1", max_cost_usd=0.25, timeout_s=7.0)
+    made = wire("openai:gpt-4o-mini", explainer="openai:gpt-4o", settings=settings)
+    explainer, simulator = made.clients["openai:gpt-4o"], made.clients["openai:gpt-4o-mini"]
+    assert explainer.budget is simulator.budget and explainer.budget.max_usd == 0.25  # one cap for both models
+    assert explainer.timeout_s == simulator.timeout_s == 7.0
+    assert wire("openai:gpt-4o-mini", settings=settings).clients["openai:gpt-4o-mini"].budget is not explainer.budget
