@@ -196,7 +196,11 @@ NOTES_TABLES: dict[str, str] = {
         score_all DOUBLE,
         score_top DOUBLE,
         score_random DOUBLE,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        author_saw_score_excerpts BOOLEAN""",
+    # author_saw_score_excerpts: whether the text's author could have seen the SCORE excerpts (the scoring page
+    # shows them): such a score is optimistic and never picks a neuron's best explanation; NULL (rows written
+    # before the column existed) counts as seen
     # the simulator's predictions (0-10 scale) per scoring excerpt of a live score
     "live_simulations": """
         score_id BIGINT NOT NULL,
@@ -376,6 +380,8 @@ class Store:
         cur = self._cursor()
         for name, columns in NOTES_TABLES.items():
             cur.execute(f"CREATE TABLE IF NOT EXISTS notes.{name} ({columns})")
+        # notes files made before the column existed (issue 8)
+        cur.execute("ALTER TABLE notes.live_scores ADD COLUMN IF NOT EXISTS author_saw_score_excerpts BOOLEAN")
 
     def checkpoint(self) -> None:
         self._cursor().execute("CHECKPOINT cache")
@@ -717,8 +723,9 @@ class Store:
 
     def best_explanations_sql(self) -> str:
         """A relation (layer, neuron, explanation_id, explanation, explainer, simulator, score, score_top,
-        score_random): each neuron's best finished explanation by top-and-random score (unscored ones last), for
-        joining into tables. An empty relation of the same shape when the cache has no explanations table."""
+        score_random): each neuron's best finished explanation, for joining into tables. "Best" is chosen on the
+        CALIBRATE excerpts (calibration_score; ones without it last), never on the SCORE excerpts whose score is
+        reported. An empty relation of the same shape when the cache has no explanations table."""
         if not self._has_table("explanations"):
             return (
                 "SELECT NULL::SMALLINT AS layer, NULL::INTEGER AS neuron, NULL::BIGINT AS explanation_id, "
@@ -730,7 +737,7 @@ class Store:
             "s.score_all AS score, s.score_top, s.score_random "
             f"FROM {self._EXPLANATION_FROM} WHERE e.status = 'ok' "
             "QUALIFY row_number() OVER (PARTITION BY e.layer, e.neuron "
-            "ORDER BY s.score_all DESC NULLS LAST, e.explanation_id DESC) = 1"
+            "ORDER BY e.calibration_score DESC NULLS LAST, e.explanation_id DESC) = 1"
         )
 
     def best_scores(self, layers: Sequence[int] | None = None) -> list[NeuronBestScore]:
@@ -902,20 +909,25 @@ class Store:
         simulator: str,
         scores: tuple[float | None, float | None, float | None],
         simulations: Sequence[LiveSimulation],
+        author_saw_score_excerpts: bool = True,
     ) -> LiveScore:
-        """Keep a live scoring: `scores` is (all, top, random), `simulations` one per scoring excerpt."""
+        """Keep a live scoring: `scores` is (all, top, random), `simulations` one per scoring excerpt;
+        `author_saw_score_excerpts`: whether the text's author could have seen them (then it never picks the best
+        explanation)."""
         with self.transaction() as cur:
             score_id = self._next_id(cur, "live_scores", "score_id")
             cur.execute(
-                "INSERT INTO notes.live_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
-                [score_id, neuron.layer, neuron.neuron, text, simulator, *(_finite(s) for s in scores)],
+                "INSERT INTO notes.live_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'), ?)",
+                [score_id, neuron.layer, neuron.neuron, text, simulator, *(_finite(s) for s in scores),
+                 author_saw_score_excerpts],
             )
             if simulations:
                 cur.executemany(
                     "INSERT INTO notes.live_simulations VALUES (?, ?, ?, ?)",
                     [[score_id, s.excerpt_id, list(s.normalized_activations), _finite(s.score)] for s in simulations],
                 )
-        return LiveScore(score_id, neuron, text, simulator, *(_finite(s) for s in scores), tuple(simulations))
+        return LiveScore(score_id, neuron, text, simulator, *(_finite(s) for s in scores), tuple(simulations),
+                         author_saw_score_excerpts)
 
     def live_score(
         self, neuron: NeuronId, text: str, simulator: str, *, with_simulations: bool = True
@@ -935,7 +947,7 @@ class Store:
     def live_score_by_id(self, score_id: int, *, with_simulations: bool = True) -> LiveScore | None:
         cur = self._cursor()
         row = cur.execute(
-            "SELECT layer, neuron, text, simulator, score_all, score_top, score_random "
+            "SELECT layer, neuron, text, simulator, score_all, score_top, score_random, author_saw_score_excerpts "
             "FROM notes.live_scores WHERE score_id = ?",
             [score_id],
         ).fetchone()
@@ -950,7 +962,7 @@ class Store:
             ).fetchall()
             simulations = tuple(LiveSimulation(int(r[0]), tuple(float(v) for v in r[1]), r[2]) for r in rows)
         return LiveScore(score_id, NeuronId(int(row[0]), int(row[1])), row[2], row[3], row[4], row[5], row[6],
-                         simulations)
+                         simulations, row[7] is not False)
 
     def add_suggestion(
         self, neuron: NeuronId, text: str, author: str, source: str = "person", score_id: int | None = None
