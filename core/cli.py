@@ -410,7 +410,7 @@ def run_score(args: argparse.Namespace) -> int:
                 check_client(client)
         print(f"{'neuron':>8} {'all':>9} {'top':>9} {'random':>9}  per excerpt (top, then random)")
         for neuron in neurons:
-            scored = score_explanation(store, neuron, text, simulator)
+            scored = score_explanation(store, neuron, text, simulator, calibrate=True)
             save_human_explanation(store, scored, simulator.prompt_version)
             per = " ".join(_fmt(e.score) for e in scored.excerpts)
             s = scored.scores
