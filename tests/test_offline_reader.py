@@ -69,6 +69,11 @@ CASES: list[tuple[str, list[str], set[int]]] = [
     ("[[ in wiki links", [" [[", "x", "]]", " ["], {0}),
     # exclusion
     ("numbers, but not years", [*Y, " ", "4", ",", " ", "2"], {6, 9}),
+    # places the reader does not know keep what they name; lists after a colon; small words
+    ("'inter' in Tkinter", ["Tk", "inter", " inter", " x"], {1, 2}),
+    ("notes to the reader: Note, notice", ["Note", " notice", " cat"], {0, 1}),
+    ("small function words", [" the", " cat", " of", " is", " run"], {0, 2, 3}),
+    ("words meaning near: close, beside", [" close", " beside", " far"], {0, 1}),
 ]
 
 

@@ -37,6 +37,7 @@ SNIPPETS: list[list[str]] = [
     [" no", " more", " than", " one", " value", "."],
     ["def", " save", "(", "self", "):", "\n"],
     ["from", " io", " import", " open", "\n"],
+    [" Depend", "ency", " check", "er", " runs", "."],
 ]
 
 

@@ -246,6 +246,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("conjunction", "conjunctions", r"conjunctions?|linking words?", _each(_words_of(CONJUNCTIONS))),
     Family("auxiliary", "helping verbs", r"(?:helping|auxiliary) verbs?|forms of (?:the verb )?(?:to )?be",
            _each(_words_of(AUXILIARIES))),
+    Family("function_word", "small function words", r"(?:small |common |short )?function words?|small words?|"
+           r"stop ?words?|common (?:small |short )?words?|little words?|grammar words?",
+           _each(_words_of(" ".join((ARTICLES, PREPOSITIONS, PRONOUNS, CONJUNCTIONS, AUXILIARIES))))),
     Family("negation", "negations", r"negations?|words? of negation", _each(_words_of(NEGATIONS))),
     Family("line_start", "the first token of a line", r"(?:first|opening) (?:tokens?|words?) (?:of|on) (?:a |each )?"
            r"lines?|(?:the )?(?:start|beginning)s? of (?:a |each )?lines?", _in("line_start")),

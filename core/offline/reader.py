@@ -209,14 +209,14 @@ _CONNECTORS = frozenset({"and", "or", "the", "a", "an", "as", "well", "other", "
 _FUNCTION_WORDS_TEXT = """
     right just directly immediately after before following inside within between like such including in at on of
     for with and or which who that to from by as is are starting ending beginning into onto over under than then
-    not"""
+    not meaning about related relating describing naming referring denoting expressing used"""
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 """Words that usually open a context: after "the word" they are named only when nothing follows ("the word in")."""
 
 _NAMED_ONE = re.compile(r"(?<![\w-])(?:the )?(?:words?|tokens?|terms?|keywords?|names?|prepositions?|conjunctions?|"
                         r"pronouns?|articles?|verbs?|nouns?|symbols?|strings?|literals?) ([a-z_][a-z0-9_]*)"
                         r"(?P<end>\s*(?:$|[,;.]|and |or ))?")
-_LISTED = re.compile(r"(?<![\w-])(?:like|such as|eg|including|namely|as in|for example)\s+"
+_LISTED = re.compile(r"(?:(?<![\w-])(?:like|such as|eg|including|namely|as in|for example)|:)\s+"
                      r"((?:\x00\d+\x00|[a-z_][a-z0-9_]*)(?:\s*(?:,|and|or|, and|, or)\s*"
                      r"(?:\x00\d+\x00|[a-z_][a-z0-9_]*))*)")
 
@@ -363,10 +363,10 @@ def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | 
             regions, _ = _families(part, REGION_NAMES)
             if regions:
                 (inside if kind == "inside" else outside).extend(regions)
-            elif kind == "inside":
-                continue  # "numbers in a list": the place is not one the reader knows; the target still counts
             else:
-                exclude = _selector(part, source)
+                # "numbers in a list": a place the reader does not know; the target still counts, and so do the
+                # tokens the words there name ("pieces inside words, like 'inter'", "inside or outside: within")
+                extra += _SLOT.findall(part)
         elif kind == "exclude":
             regions, _ = _families(part, REGION_NAMES)
             if regions and not _families(part, TOKEN_FAMILY_NAMES)[0]:
@@ -385,7 +385,7 @@ def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | 
             else:
                 after = _selector(first, source, context=True)
                 before = _selector(second or first, source, context=True)
-    target = _selector(" ".join([target_text, *extra]), source, every_case=every_case)
+    target = _selector(" ".join([target_text, *(f"\x00{n}\x00" for n in extra)]), source, every_case=every_case)
     if target.empty() and not (after or before or inside or outside):
         return None
     if target.empty():
@@ -438,37 +438,57 @@ def _selector_strength(selector: Selector, view: TokenView, knowledge: Knowledge
     from knowledge of words, 0."""
     strength = np.zeros(len(view), dtype=np.float64)
     if knowledge is not None and selector.theme:
-        where = [i for i, s in enumerate(view.folded) if len(s) >= 3 and s.isalpha()]
+        where = [i for i, s in enumerate(view.folded) if len(s) >= 3 and s.isalpha() and s not in STOPWORDS]
         if where:
             words = [view.stripped[i] for i in where]
             strength[where] = knowledge.membership(selector.theme, words)
     if selector.generic == "any":
         strength[:] = 1.0
     elif selector.generic == "word":
-        strength[:] = [1.0 if any(c.isalpha() for c in s) else 0.0 for s in view.stripped]
+        strength = np.maximum(strength, view.masks_for("word", _has_letters))
     elif selector.generic == "name":
-        strength[:] = [1.0 if s and s.replace("_", "").isalnum() and not s[0].isdigit() else 0.0
-                       for s in view.stripped]
+        strength = np.maximum(strength, view.masks_for("name", _is_name))
     for key in selector.families:
         strength = np.maximum(strength, BY_KEY[key].mask(view))
-    if selector.exact or selector.loose or selector.stems:
-        loose_exact = {t.strip().casefold() for t in selector.exact if t.strip()}
+    if selector.exact or selector.loose:
         loose_factor = 1.0 if selector.every_case else LOOSE_FACTOR
-        for index, token in enumerate(view.tokens):
-            if strength[index] >= 1.0:
-                continue
-            folded = view.folded[index]
-            if token in selector.exact or (folded and folded in selector.loose):
-                value = 1.0
-            elif folded and folded in loose_exact:
-                value = loose_factor
-            elif (selector.stems and len(letters := _letters(folded)) >= 2
-                  and _stem_match(stem(letters), selector.stems)):
-                value = 1.0
-            else:
-                continue
-            strength[index] = max(strength[index], value)
+        for token in selector.exact:
+            folded = token.strip().casefold()
+            if folded:
+                for index in view.by_folded.get(folded, ()):
+                    strength[index] = max(strength[index], loose_factor)
+        for token in selector.exact:
+            for index in view.by_token.get(token, ()):
+                strength[index] = 1.0
+        for folded in selector.loose:
+            for index in view.by_folded.get(folded, ()):
+                strength[index] = 1.0
+    if selector.stems:
+        strength = np.maximum(strength, _stem_mask(view, selector.stems))
     return strength
+
+
+def _has_letters(text: str) -> bool:
+    return any(c.isalpha() for c in text)
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and text.replace("_", "").isalnum() and not text[0].isdigit()
+
+
+@lru_cache(maxsize=65536)
+def _stem_matches(folded: str, stems: frozenset[str]) -> bool:
+    letters = _letters(folded)
+    return len(letters) >= 2 and _stem_match(stem(letters), stems)
+
+
+def _stem_mask(view: TokenView, stems: frozenset[str]) -> np.ndarray:
+    """Tokens whose letters have one of the stems (each distinct token text is decided once)."""
+    mask = np.zeros(len(view), dtype=np.float64)
+    for folded, where in view.by_folded.items():
+        if folded and _stem_matches(folded, stems):
+            mask[where] = 1.0
+    return mask
 
 
 def _token_levels(selector: Selector, view: TokenView, level: float, knowledge: Knowledge | None) -> np.ndarray:

@@ -7,6 +7,7 @@ scoring many candidate explanations on the same excerpts costs one pass over the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -40,11 +41,23 @@ class TokenView:
     """The first token with text on its line (after the indentation)."""
     line_end: np.ndarray
     """The last token before a line break."""
+    by_token: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    """Where each token text stands."""
+    by_folded: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    """Where each stripped, case-folded token text stands."""
     masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    """Family masks computed for this excerpt so far (core.offline.families fills it)."""
+    """Masks computed for this excerpt so far (families, and the reader's own), by name."""
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def masks_for(self, name: str, test: Callable[[str], bool]) -> np.ndarray:
+        """The mask of tokens whose stripped text passes `test`, kept under `name`."""
+        found = self.masks.get(name)
+        if found is None:
+            found = np.fromiter((test(s) for s in self.stripped), dtype=bool, count=len(self.tokens))
+            self.masks[name] = found
+        return found
 
 
 def _scan(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +164,15 @@ def token_view(tokens: tuple[str, ...]) -> TokenView:
             line_end[index] = True
     blocked = in_string | in_comment
     depths = _depths(tokens, blocked)
+    folded = tuple(s.casefold() for s in stripped)
+    by_token: dict[str, list[int]] = {}
+    by_folded: dict[str, list[int]] = {}
+    for index, (token, key) in enumerate(zip(tokens, folded, strict=True)):
+        by_token.setdefault(token, []).append(index)
+        by_folded.setdefault(key, []).append(index)
     return TokenView(
-        tokens=tokens, stripped=stripped, folded=tuple(s.casefold() for s in stripped), word_start=word_start,
+        tokens=tokens, stripped=stripped, folded=folded, word_start=word_start,
         continues_word=continues, in_string=in_string, in_comment=in_comment, in_parens=depths["parens"],
         in_square=depths["square"], in_braces=depths["braces"], line_start=line_start, line_end=line_end,
+        by_token=by_token, by_folded=by_folded,
     )

@@ -138,6 +138,19 @@ def _token_scores(data: _Excerpts, sign: float = 1.0) -> list[tuple[float, str]]
     return [(score, token) for _, score, token in scored]
 
 
+def _frequent_tokens(data: _Excerpts) -> list[str]:
+    """Tokens by how often they reach half the largest activation (ties by text)."""
+    counts: dict[str, int] = defaultdict(int)
+    high = data.activations >= 0.5 * data.scale
+    at = 0
+    for view in data.views:
+        for offset, token in enumerate(view.tokens):
+            if high[at + offset]:
+                counts[token] += 1
+        at += len(view)
+    return sorted(counts, key=lambda t: (-counts[t], t))
+
+
 def _family_scores(data: _Excerpts, sign: float = 1.0) -> list[tuple[float, str]]:
     """Token families by how well their indicator predicts the excerpts (negated for the negative side)."""
     scored = []
@@ -266,27 +279,28 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
     scored: dict[str, float] = {}
 
     def consider(parts: Sequence[Part]) -> float:
-        """The best fit of the phrases these parts make (flat, and graded by strength)."""
+        """The best fit of the phrases these parts make (one order per set of parts): flat, and graded by strength
+        ("mostly a, also b")."""
         if sum(p.tokens for p in parts) > MAX_TOKENS:
             return -1.0
-        parts = sorted(parts, key=singles.index)  # one phrase per set of parts
         best = -1.0
         for graded in (False, True):
-            text = join(parts, graded)
-            if not text or not is_readable(text):
-                continue
-            if text not in scored:
-                scored[text] = fit(text, data)
-            best = max(best, scored[text])
+            text = join(sorted(parts, key=singles.index), graded)
+            if text and is_readable(text):
+                if text not in scored:
+                    scored[text] = fit(text, data)
+                best = max(best, scored[text])
         return best
 
     single_fit = {part: consider([part]) for part in singles}
-    # greedy: from each of the best few single parts, add the part that helps most, while it helps
-    for seed in sorted(singles, key=lambda p: -single_fit[p])[:SEEDS]:
+    ranked_singles = sorted(singles, key=lambda p: -single_fit[p])
+    # greedy: from each of the best few single parts, add the part (among the best few) that helps most, while it
+    # helps
+    for seed in ranked_singles[:SEEDS]:
         chosen = [seed]
         best = single_fit[seed]
         while len(chosen) < MAX_PARTS:
-            options = [(consider([*chosen, p]), p) for p in singles if p not in chosen]
+            options = [(consider([*chosen, p]), p) for p in ranked_singles[:ADDITIONS] if p not in chosen]
             if not options:
                 break
             score, part = max(options, key=lambda x: x[0])
@@ -294,6 +308,13 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
                 break
             chosen.append(part)
             best = score
+    # the tokens most often at half the maximum or more (the token-lookup reference's choice), five and three
+    frequent = _frequent_tokens(data)
+    for count in (5, 3):
+        if len(frequent) >= count:
+            text = _token_phrase(frequent[:count])
+            if text not in scored and is_readable(text):
+                scored[text] = fit(text, data)
     # word forms together: a word in any case or spacing, or in any form
     for part in plain[:8]:
         word = prompts.unquote(part.text).strip() if part.tokens == 1 and part.text.startswith('"') else ""
@@ -318,6 +339,9 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
 
 SEEDS = 4
 """Single parts the greedy search starts from."""
+
+ADDITIONS = 12
+"""Single parts (the best by their own fit) the greedy search may add at each step."""
 
 
 LENGTH_COST = 0.001
