@@ -74,6 +74,8 @@ CASES: list[tuple[str, list[str], set[int]]] = [
     ("notes to the reader: Note, notice", ["Note", " notice", " cat"], {0, 1}),
     ("small function words", [" the", " cat", " of", " is", " run"], {0, 2, 3}),
     ("words meaning near: close, beside", [" close", " beside", " far"], {0, 1}),
+    # a neighbour named only in words the reader cannot find by rule does not silence the target
+    ("the dot after a module name", ["os", ".", "path", " x", "."], {1, 4}),
 ]
 
 
@@ -97,6 +99,12 @@ def test_strength_in_words_and_any_case():
     [forms] = BaselineSimulator().simulate('"return" in any case or spacing',
                                            [Excerpt(0, (0, 1, 2, 3), ("return", " Return", "RETURN", " x"))])
     assert forms == [10.0, 10.0, 10.0, 0.0]
+
+
+def test_listed_examples_count_more_than_the_rest_of_their_family():
+    tokens = (" in", " by", " of", " cat")
+    [predicted] = BaselineSimulator().simulate("prepositions like in and by", [Excerpt(0, (0, 1, 2, 3), tokens)])
+    assert predicted[0] == predicted[1] > predicted[2] > predicted[3] == 0
 
 
 def test_the_negative_side_predicts_the_named_tokens_lowest():

@@ -46,6 +46,9 @@ WEAK = 4.0
 LOOSE_FACTOR = 0.8
 """A quoted token matched only when case and edge spaces are ignored gets this share of its level."""
 
+EXAMPLE_SHARE = 0.5
+"""Share of the level for the other members of a family whose examples are listed."""
+
 NEGATIVE_BASE = 2.0
 """When an explanation names where the neuron goes below zero, every other token is predicted this level (so the
 named ones can sit below it on the 0-10 scale)."""
@@ -71,6 +74,13 @@ class Selector:
     theme: str = ""
     """The content words, as written ("animals", "feelings"): with knowledge of words, a word that belongs to what
     they name is named too (core.offline.knowledge)."""
+    family_share: float = 1.0
+    """Strength of the families' members: EXAMPLE_SHARE when the text also lists examples ("prepositions like in
+    and by": the examples are what was seen firing, the rest of the family less so)."""
+
+    def grounded(self) -> bool:
+        """Whether it names tokens the reader can find by rule (not only by the stems of content words)."""
+        return bool(self.exact or self.loose or self.families or self.generic)
 
     def empty(self) -> bool:
         return not (self.exact or self.loose or self.stems or self.families or self.generic)
@@ -228,6 +238,8 @@ class _Text:
 
     def __init__(self, text: str) -> None:
         self.slots: list[tuple[str, float | None, bool]] = []  # (token, stated level, quoted)
+        self.listed: set[int] = set()
+        """Slots that are examples in a list ("like in and by")."""
         parts, at = [], 0
         for match in prompts.QUOTED.finditer(text):
             level_match = _LEVEL.match(text, match.end())
@@ -263,6 +275,7 @@ class _Text:
         items = re.sub(r"(?<![\x00\d])\b([a-z_][a-z0-9_]*)\b",
                        lambda m: m.group(0) if m.group(1) in ("and", "or") else self._slot(m.group(1), None, False),
                        match.group(1))
+        self.listed.update(int(n) for n in _SLOT.findall(items))
         return head + items
 
 
@@ -292,6 +305,7 @@ def _selector(text: str, source: _Text, *, every_case: bool = False, context: bo
     """What a piece of an explanation names. In a context ("after X") a bare word names that word."""
     exact: dict[str, float | None] = {}
     loose: set[str] = set()
+    examples = any(int(n) in source.listed for n in _SLOT.findall(text))
     for match in _SLOT.finditer(text):
         token, level, quoted = source.slots[int(match.group(1))]
         if quoted:
@@ -325,7 +339,7 @@ def _selector(text: str, source: _Text, *, every_case: bool = False, context: bo
                 generic = kind
                 break
     return Selector(exact, frozenset(loose), frozenset(stems), tuple(families), generic, every_case,
-                    " ".join(content))
+                    " ".join(content), EXAMPLE_SHARE if examples and families else 1.0)
 
 
 _GENERIC_WORDS = re.compile(r"(?:tokens?|things?|words?|names?|terms?|identifiers?|ones?)$")
@@ -347,6 +361,13 @@ def _split_contexts(text: str) -> tuple[str, list[tuple[str, str]]]:
         stop = cuts[index + 1][0] if index + 1 < len(cuts) else len(text)
         contexts.append((kind, text[end:stop]))
     return target, contexts
+
+
+def _neighbour(text: str, source: _Text) -> Selector | None:
+    """What a neighbour must be ("after def", "before a comma"); None when the words name nothing the reader can
+    find by rule ("after a module name"): a condition it cannot check does not silence the target."""
+    selector = _selector(text, source, context=True)
+    return selector if selector.grounded() else None
 
 
 def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | None:
@@ -374,17 +395,17 @@ def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | 
             else:
                 exclude = _selector(part, source)
         elif kind == "after":
-            after = _selector(part, source, context=True)
+            after = _neighbour(part, source)
         elif kind == "before":
-            before = _selector(part, source, context=True)
+            before = _neighbour(part, source)
         elif kind == "between":
             first, _, second = part.partition(" and ")
             pair = re.match(r"\s*(?:two|2)\s+(.*)", part)
             if pair:
-                after = before = _selector(pair.group(1), source, context=True)
+                after = before = _neighbour(pair.group(1), source)
             else:
-                after = _selector(first, source, context=True)
-                before = _selector(second or first, source, context=True)
+                after = _neighbour(first, source)
+                before = _neighbour(second or first, source)
     target = _selector(" ".join([target_text, *(f"\x00{n}\x00" for n in extra)]), source, every_case=every_case)
     if target.empty() and not (after or before or inside or outside):
         return None
@@ -449,7 +470,7 @@ def _selector_strength(selector: Selector, view: TokenView, knowledge: Knowledge
     elif selector.generic == "name":
         strength = np.maximum(strength, view.masks_for("name", _is_name))
     for key in selector.families:
-        strength = np.maximum(strength, BY_KEY[key].mask(view))
+        strength = np.maximum(strength, selector.family_share * BY_KEY[key].mask(view))
     if selector.exact or selector.loose:
         loose_factor = 1.0 if selector.every_case else LOOSE_FACTOR
         for token in selector.exact:
