@@ -38,10 +38,13 @@ class BaselineSimulator:
     ("animals", "feelings") through an embedding model."""
 
     prompt_version = prompts.BASELINE_VERSION
+    spec = BASELINE_SPEC
+    knowledge: Knowledge | None = None
 
     def __init__(self, knowledge: Knowledge | None = None) -> None:
-        self.knowledge = knowledge
-        self.spec = BASELINE_SPEC if knowledge is None else WORDS_SPEC
+        if knowledge is not None:
+            self.knowledge = knowledge
+            self.spec = WORDS_SPEC
 
     def simulate(self, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
         """Predictions per token (0-10); never fails (an explanation naming nothing predicts zeros: score

@@ -33,11 +33,11 @@ def tiny_cache(tiny_subject, tmp_path_factory) -> Path:
         for neuron, text, score in [(NeuronId(0, 1), "cats and mats", 0.61), (NeuronId(0, 2), "100% literal", 0.12),
                                     (NeuronId(1, 5), "the word return", 0.48)]:
             store.add_explanation(neuron, text=text, explainer="baseline", model=None, prompt_version="t",
-                                  simulator="baseline", status=ExplanationStatus.OK,
+                                  simulator="baseline", status=ExplanationStatus.OK, calibration_score=score,
                                   scores=Scores(score, score, None, 32))
         store.add_explanation(NeuronId(1, 5), text="a worse one", explainer="baseline", model=None,
                               prompt_version="t", simulator="other", status=ExplanationStatus.OK,
-                              scores=Scores(0.05, 0.05, None, 32))
+                              calibration_score=0.05, scores=Scores(0.05, 0.05, None, 32))
     return cache
 
 

@@ -234,22 +234,29 @@ def join(parts: Sequence[Part], graded: bool = True) -> str:
     strengths = _strengths([p.mean for p in plain]) if graded else [""] * len(plain)
     texts: list[str] = []
     if plain and any(strengths):
-        pieces = ["mostly " + plain[0].text]
-        pieces += [f"{strength or 'and'} {part.text}" for part, strength in zip(plain[1:], strengths[1:],
-                                                                                 strict=True)]
-        texts.append(", ".join(pieces))
+        groups: list[tuple[str, list[str]]] = []  # parts of one strength together: "mostly a and b, also c"
+        for part, strength in zip(plain, strengths, strict=True):
+            lead = strength or "mostly"
+            if groups and groups[-1][0] == lead:
+                groups[-1][1].append(part.text)
+            else:
+                groups.append((lead, [part.text]))
+        texts.append(", ".join(f"{lead} {_and(names)}" for lead, names in groups))
     elif plain and all(p.tokens == 1 and p.text.startswith('"') for p in plain):
         texts.append(_token_phrase([prompts.unquote(p.text) for p in plain]))
     elif plain:
-        names = [p.text for p in plain]
-        texts.append(names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+        texts.append(_and([p.text for p in plain]))
     contexts = [p.text for p in parts if p.kind == "context"]
     negatives = [p.text.removeprefix(NEGATIVE) for p in parts if p.kind == "negative"]
     text = ", and ".join(texts + contexts)
     if negatives:
-        named = negatives[0] if len(negatives) == 1 else ", ".join(negatives[:-1]) + " and " + negatives[-1]
-        text = "; ".join([t for t in [text] if t] + [NEGATIVE + named])
+        text = "; ".join([t for t in [text] if t] + [NEGATIVE + _and(negatives)])
     return text
+
+
+def _and(names: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _with_mean(part: Part, data: _Excerpts) -> Part:
