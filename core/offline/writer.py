@@ -332,8 +332,8 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
                     scored[text] = fit(text, data)
     # places: the best phrases narrowed to a place, or kept out of one
     for text in sorted(scored, key=lambda t: -scored[t])[:3]:
-        if ";" in text or ", and" in text:
-            continue
+        if ";" in text or ", and" in text or text.startswith("mostly "):
+            continue  # a place said after several clauses would read as if it narrowed them all
         for place in PLACES.values():
             for phrase in (f"{text} {place}", f"{text}, not {place}"):
                 if is_readable(phrase) and phrase not in scored:
