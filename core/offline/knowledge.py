@@ -99,7 +99,8 @@ class YesNoKnowledge:
     about ten times slower than the embedding model here)."""
 
     PROMPT = ("Q: Is a giraffe an animal?\nA: Yes\nQ: Is a chair an animal?\nA: No\nQ: Is red a colour?\nA: Yes\n"
-              "Q: Is Monday a colour?\nA: No\nQ: Is {word} one of the {family}?\nA:")
+              "Q: Is Monday a colour?\nA: No\nQ: Is {word} {family}?\nA:")
+    """The family in the singular with its article ("an animal"), as in the examples."""
 
     def __init__(self, subject: Any) -> None:
         self.subject = subject
@@ -112,9 +113,11 @@ class YesNoKnowledge:
         import torch
 
         tokenizer = self.subject.tokenizer
+        singular = family[:-1] if family.endswith("s") and not family.endswith("ss") else family
+        named = ("an " if singular[:1].lower() in "aeiou" else "a ") + singular
         result = np.zeros(len(words))
         for start in range(0, len(words), 32):
-            batch = [self.PROMPT.format(word=w, family=family) for w in words[start : start + 32]]
+            batch = [self.PROMPT.format(word=w, family=named) for w in words[start : start + 32]]
             encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in batch]
             width = max(len(e) for e in encoded)
             ids = torch.tensor([[0] * (width - len(e)) + e for e in encoded])  # left padding: the last position reads
