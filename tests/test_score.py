@@ -138,3 +138,26 @@ def test_score_explanation_rejects_bad_neurons_and_texts(small_cache):
             score_explanation(store, NeuronId(0, 0), "", BaselineSimulator())
         with pytest.raises(ScoreError, match="limit"):
             score_explanation(store, NeuronId(0, 0), "words " * 2000, BaselineSimulator())
+
+
+def test_live_scores_record_whether_their_author_saw_the_scoring_excerpts(copy_cache):
+    """A suggestion typed on the scoring page has seen the SCORE excerpts; the flag is kept with its live score
+    (rows of notes files from before the flag existed read as seen)."""
+    import duckdb
+
+    from core.store import notes_path
+
+    cache = copy_cache()
+    old = duckdb.connect(str(notes_path(cache)))  # a notes file written before the column existed
+    old.execute("CREATE TABLE live_scores (score_id BIGINT PRIMARY KEY, layer SMALLINT NOT NULL, neuron INTEGER NOT "
+                "NULL, text VARCHAR NOT NULL, simulator VARCHAR NOT NULL, score_all DOUBLE, score_top DOUBLE, "
+                "score_random DOUBLE, created_at TIMESTAMP NOT NULL)")
+    old.execute("INSERT INTO live_scores VALUES (1, 0, 1, 'old', 'baseline', 0.5, 0.5, NULL, now())")
+    old.close()
+    with Store.open(cache, writable=True, with_notes=True) as store:
+        assert store.live_score_by_id(1).author_saw_score_excerpts is True
+        unseen = store.add_live_score(NeuronId(0, 1), "commas", "baseline", (0.4, 0.5, 0.1), [],
+                                      author_saw_score_excerpts=False)
+        seen = store.add_live_score(NeuronId(0, 1), "numbers", "baseline", (0.3, 0.2, 0.1), [])
+        assert store.live_score_by_id(unseen.score_id).author_saw_score_excerpts is False
+        assert store.live_score_by_id(seen.score_id).author_saw_score_excerpts is True
