@@ -299,7 +299,7 @@ def test_imported_explanations_keep_published_scores_and_simulations(imported, o
             predicted = np.concatenate([s.normalized_predictions for s in sims])
             assert _corrcoef(truth, predicted) == pytest.approx(record.score_all, abs=1e-5)
     breaking = report.split("readability rule")[1]
-    assert "capitalised abbreviations" in breaking and "characters (at most 100); contains a number" in breaking
+    assert "capitalised abbreviations" in breaking and "characters long; the limit is 100" in breaking
     assert "the word \"ME\" in capital letters" not in breaking  # kept as published either way
 
 

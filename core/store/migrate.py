@@ -114,6 +114,9 @@ def upgrade_notes(cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute(f"ALTER TABLE {NOTES}.live_simulations RENAME COLUMN normalized_activations "
                     "TO normalized_predictions")
     create_tables(cur, NOTES)
+    # notes files written before live scores recorded whether their author saw the scoring excerpts (the column is
+    # added whatever the version: version-2 notes files exist with and without it)
+    cur.execute(f"ALTER TABLE {NOTES}.live_scores ADD COLUMN IF NOT EXISTS author_saw_score_excerpts BOOLEAN")
     write_meta(cur, NOTES, {"schema_version": SCHEMA_VERSION})
 
 

@@ -164,7 +164,11 @@ NOTES_TABLES: dict[str, str] = {
         score_all DOUBLE,
         score_top DOUBLE,
         score_random DOUBLE,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        author_saw_score_excerpts BOOLEAN""",
+    # author_saw_score_excerpts: whether the text's author could have seen the SCORE excerpts (the scoring page
+    # shows them): such a score is optimistic and never picks a neuron's best explanation; NULL (rows written
+    # before the column existed) reads as seen
     # the simulator's predictions (0-10 scale) per scoring excerpt of a live score
     "live_simulations": """
         score_id BIGINT NOT NULL,
