@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.packing import decode_tuple
 from core.types import (
     Disagreement,
     Excerpt,
@@ -97,7 +98,8 @@ CACHE_TABLES: dict[str, str] = {
         quantile_edges FLOAT[] NOT NULL,
         PRIMARY KEY (layer, neuron)""",
     # one row per (neuron, excerpt) and reason; rows are inserted sorted by (layer, neuron) so the
-    # zone maps make a per-neuron read touch a few row groups without an index
+    # zone maps make a per-neuron read touch a few row groups without an index; activations are packed by
+    # core.packing (12 bits each; FLOAT[] in caches built before it, which decode_tuple also reads)
     "neuron_excerpts": """
         layer SMALLINT NOT NULL,
         neuron INTEGER NOT NULL,
@@ -107,7 +109,7 @@ CACHE_TABLES: dict[str, str] = {
         quantile_bin TINYINT,
         split VARCHAR NOT NULL,
         max_activation FLOAT NOT NULL,
-        activations FLOAT[] NOT NULL""",
+        activations BLOB NOT NULL""",
     "token_means": """
         layer SMALLINT NOT NULL,
         neuron INTEGER NOT NULL,
@@ -524,7 +526,7 @@ class Store:
                 kind=ExcerptKind(row[3]),
                 rank=int(row[4]),
                 split=Split(row[5]),
-                activations=tuple(float(v) for v in row[6]),
+                activations=decode_tuple(row[6]),
                 quantile_bin=None if row[7] is None else int(row[7]),
             )
             for row in rows
@@ -709,7 +711,7 @@ class Store:
         return [
             ExcerptSimulation(
                 excerpt_id=int(r[0]), kind=ExcerptKind(r[1]), split=Split(r[2]), tokens=tuple(r[3]),
-                activations=tuple(float(v) for v in r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
+                activations=decode_tuple(r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
                 score=None if r[6] is None else float(r[6]),
             )
             for r in rows
