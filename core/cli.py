@@ -66,6 +66,10 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if the cache exists (the old file is replaced "
                    "only when the new one is finished)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="shard the corpus over Ray workers: "
+                   "a local cluster, or the cluster at ADDRESS (needs requirements-ray.txt; docs/recording.md)")
+    p.add_argument("--workers", type=_int_range("--workers", 1, 4096),
+                   help="with --ray: number of workers (default: one per GPU, else one per CPU)")
     p.set_defaults(run=run_build)
 
 
@@ -88,6 +92,10 @@ def run_build(args: argparse.Namespace) -> int:
         model=args.model, corpus=args.corpus if args.field == "text" else f"{args.corpus} [{args.field}]",
         tokens=args.tokens, excerpt_len=args.excerpt_len, settings={"top_k": args.top_k, "seed": args.seed},
     )
+    if args.ray is not None:
+        return _run_build_on_ray(args, cache, plan, cfg)
+    if args.workers:
+        raise CliError("--workers needs --ray")
     print(f"loading {args.model} ...", file=sys.stderr)
     subject = load_model(args.model)
     summary = record_corpus(
@@ -101,6 +109,28 @@ def run_build(args: argparse.Namespace) -> int:
         f"recorded {summary.layers} layers x {summary.neurons_per_layer} neurons over {summary.tokens:,} tokens "
         f"({summary.excerpts:,} excerpts) in {summary.seconds:.0f} s, {summary.tokens_per_second:.0f} tokens/s"
         f"{resumed} -> {cache}"
+    )
+    return 0
+
+
+def _run_build_on_ray(args: argparse.Namespace, cache: Path, plan: Any, cfg: Any) -> int:
+    from core.corpus import build_corpus
+    from core.distributed import connect, record_with_ray
+    from core.models import load_tokenizer
+
+    connect(args.ray or None, args.workers)
+    tokenizer = load_tokenizer(args.model)
+    summary = record_with_ray(
+        args.model, tokenizer,
+        lambda: build_corpus(args.corpus, tokenizer, max_tokens=args.tokens, excerpt_len=args.excerpt_len,
+                             field=args.field, seed=args.seed, progress=not args.quiet),
+        cache, plan, cfg, workers=args.workers, progress=not args.quiet,
+    )
+    resumed = f", resumed at excerpt {summary.resumed_from_excerpt}" if summary.resumed_from_excerpt else ""
+    print(
+        f"recorded {summary.layers} layers x {summary.neurons_per_layer} neurons over {summary.tokens:,} tokens "
+        f"({summary.excerpts:,} excerpts) on {summary.extra['workers']} Ray workers in {summary.seconds:.0f} s, "
+        f"{summary.tokens_per_second:.0f} tokens/s{resumed} -> {cache}"
     )
     return 0
 
