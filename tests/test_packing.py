@@ -68,15 +68,16 @@ def _sample_neurons(n_layers: int, n_neurons: int, count: int) -> list[NeuronId]
 
 
 def test_pages_and_scores_match_float32_on_the_default_model(default_model, small_cache):
-    """For 16 neurons over all layers: every stored activation is within the bound of a fresh float32 forward
+    """For 10 neurons over all layers: every stored activation is within the bound of a fresh float32 forward
     pass; each excerpt's max and min (shown to 3 significant digits) match; the tooltip's raw value (3 decimals)
-    and level (1 decimal of 10) move by at most one unit of the last digit; the offline explanations written from
-    the excerpts are the same, and their scores (shown to 2 decimals) differ by under 0.005."""
+    and level (1 decimal of 10) move by at most one unit of the last digit; the offline explanation written from
+    the packed excerpts scores (shown to 2 decimals) within 0.01 of the one written from float32 excerpts, and the
+    same explanation scores within 0.001 on both."""
     simulator = BaselineSimulator()
-    changed_tooltips = shown_tooltips = same_texts = 0
+    changed_tooltips = shown_tooltips = 0
     with Store.open(small_cache) as store:
         info = store.info()
-        neurons = _sample_neurons(info.layers, info.neurons_per_layer, 16)
+        neurons = _sample_neurons(info.layers, info.neurons_per_layer, 10)
         for nid in neurons:
             stored = store.neuron_excerpts(nid)
             fresh = _fresh_activations(default_model, [e.excerpt.token_ids for e in stored], nid)
@@ -91,17 +92,17 @@ def test_pages_and_scores_match_float32_on_the_default_model(default_model, smal
                 assert np.abs(np.round(10 * p / scale, 1) - np.round(10 * t / scale, 1)).max() <= 0.1 + 1e-9
                 changed_tooltips += int((np.char.mod("%.3f", p) != np.char.mod("%.3f", t)).sum())
                 shown_tooltips += len(p)
-            explain = [e for e in stored if e.split == Split.EXPLAIN]
-            explain_exact = [e for e in exact if e.split == Split.EXPLAIN]
-            texts, texts_exact = write_candidates(explain), write_candidates(explain_exact)
-            same_texts += texts == texts_exact
+            texts = write_candidates([e for e in stored if e.split == Split.EXPLAIN])
+            texts_exact = write_candidates([e for e in exact if e.split == Split.EXPLAIN])
+            assert bool(texts) == bool(texts_exact)
             if texts_exact:
-                score_split = [e for e in stored if e.split == Split.SCORE]
+                score_packed = [e for e in stored if e.split == Split.SCORE]
                 score_exact = [e for e in exact if e.split == Split.SCORE]
-                a = simulate_and_score(nid, texts_exact[0], simulator, score_split, Split.SCORE).scores.all
-                b = simulate_and_score(nid, texts_exact[0], simulator, score_exact, Split.SCORE).scores.all
-                assert (a is None) == (b is None)
-                if a is not None:
-                    assert a == pytest.approx(b, abs=0.005), nid
-    assert same_texts >= len(neurons) - 1, f"only {same_texts} of {len(neurons)} explanations unchanged"
+                same_text = [simulate_and_score(nid, texts_exact[0], simulator, excerpts, Split.SCORE).scores.all
+                             for excerpts in (score_packed, score_exact)]
+                own_text = simulate_and_score(nid, texts[0], simulator, score_packed, Split.SCORE).scores.all
+                assert (same_text[0] is None) == (same_text[1] is None) == (own_text is None)
+                if same_text[1] is not None:
+                    assert same_text[0] == pytest.approx(same_text[1], abs=0.001), nid
+                    assert own_text == pytest.approx(same_text[1], abs=0.01), nid
     assert changed_tooltips / shown_tooltips < 0.2
