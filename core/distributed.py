@@ -269,7 +269,8 @@ def _shard_task(
     device = "cuda" if torch.cuda.is_available() and threads == 0 else "cpu"
     subject = load_model(model, device=device)
     corpus = CorpusPlan.make(token_ids, [], cfg)
-    result = record_shard(subject, corpus, work, shard, shards, cfg, progress=lambda n: counter.add.remote(n))
+    result = record_shard(subject, corpus, work, shard, shards, cfg, progress=lambda n: counter.add.remote(n),
+                          save_final=True)
     atomic_write_text(work / "shape.json", json.dumps(asdict(ModelShape.of(subject))))
     fcntl.flock(lock, fcntl.LOCK_UN)
     lock.close()

@@ -676,12 +676,13 @@ def record_shard(
     *,
     progress: bool | Callable[[int], None] = True,
     stop_after_batches: int | None = None,
+    save_final: bool = False,
 ) -> ShardResult:
     """Record one shard's excerpts into in-memory state, checkpointing to `work` (its own folder) as it goes.
 
-    Resumes from the checkpoint in `work`; a finished shard's final state is its last checkpoint (only when
-    shards > 1: a single shard goes straight to the cache). `progress` is a bar (True), none (False), or a
-    function called with the number of tokens of each batch."""
+    Resumes from the checkpoint in `work`; with `save_final` a finished shard leaves its final state as its last
+    checkpoint (a Ray worker's, for the driver to merge; a single process goes straight to the cache).
+    `progress` is a bar (True), none (False), or a function called with the number of tokens of each batch."""
     excerpts = corpus.shard(shard, shards)
     excerpt_len = corpus.token_ids.shape[1]
     n_layers, n_neurons = subject.n_layers, subject.n_neurons
@@ -704,13 +705,24 @@ def record_shard(
     positions = np.arange(excerpt_len, dtype=np.int64)
     hook_seconds = 0.0
 
+    one_thread = device.type == "cpu"
+
     def sink(layer: int, acts: torch.Tensor) -> None:
         nonlocal hook_seconds
         tick = time.perf_counter()
-        excerpt_max[layer] = recorders[layer].update(
-            acts[:, skip:, :].float(), batch_state["ids"], batch_state["vocab"], batch_state["pool"],
-            batch_state["hist"], generator,
-        )
+        # the update is some forty small memory-bound ops: on CPU one thread does them, as a second thread gains
+        # little on an idle machine and, when other processes share the cores, made them 12x slower (measured)
+        threads = torch.get_num_threads()
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            excerpt_max[layer] = recorders[layer].update(
+                acts[:, skip:, :].float(), batch_state["ids"], batch_state["vocab"], batch_state["pool"],
+                batch_state["hist"], generator,
+            )
+        finally:
+            if one_thread:
+                torch.set_num_threads(threads)
         hook_seconds += time.perf_counter() - tick
 
     report = progress if callable(progress) else None
@@ -762,7 +774,7 @@ def record_shard(
                 if time.perf_counter() - last_checkpoint > cfg.checkpoint_seconds and done < len(excerpts):
                     _save_checkpoint(work, recorders, generator, done, maxima_files)
                     last_checkpoint = time.perf_counter()
-        if shards > 1 and done >= len(excerpts) and done > resumed_from:
+        if save_final and done >= len(excerpts) and done > resumed_from:
             _save_checkpoint(work, recorders, generator, done, maxima_files)
     finally:
         bar.close()
