@@ -254,6 +254,7 @@ def test_import_stores_every_record_with_openai_splits(imported, openai_folder):
     with open_reader(cache) as store:
         rows = store.neuron_excerpts(NeuronId(0, 0))
         stats = store.neuron_stats(NeuronId(0, 0))
+        assert store.meta()["activation_encoding"].startswith("float32")  # published values are not rounded
     with duckdb.connect(str(cache), read_only=True) as con:  # the recording file itself, as any DuckDB client reads it
         vocab = dict(con.execute("SELECT token, token_id FROM vocab").fetchall())
     by_kind: dict[tuple[str, int | None], list] = {}

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.packing import decode_tuple
 from core.store.database import Queries
 from core.store.schema import RECORDING, RESULTS
 from core.types import (
@@ -94,7 +95,7 @@ class ExplanationQueries(Queries):
         return [
             ExcerptSimulation(
                 excerpt_id=int(r[0]), kind=ExcerptKind(r[1]), split=Split(r[2]), tokens=tuple(r[3]),
-                activations=tuple(float(v) for v in r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
+                activations=decode_tuple(r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
                 score=None if r[6] is None else float(r[6]),
             )
             for r in rows
