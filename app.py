@@ -14,6 +14,7 @@ from core import views
 from core.paths import remember_cache
 from core.store import StoreError
 from dashboard import widgets
+from dashboard.i18n import _
 from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache
 
 
@@ -36,13 +37,14 @@ def frame() -> Frame:
 
 
 st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
+widgets.language_selector()  # first: every title below is in its language
 navigation = st.navigation([
-    st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True),
-    st.Page(PAGES["picker"], title="Find a neuron", icon=":material/search:"),
-    st.Page(PAGES["scoring"], title="Scoring details", icon=":material/fact_check:"),
-    st.Page(PAGES["insights"], title="Insights", icon=":material/insights:"),
-    st.Page(PAGES["related"], title="Related neurons", icon=":material/hub:"),
-    st.Page(PAGES["try"], title="Try your own text", icon=":material/edit_note:"),
+    st.Page(PAGES["home"], title=_("Home"), icon=":material/home:", default=True),
+    st.Page(PAGES["picker"], title=_("Find a neuron"), icon=":material/search:"),
+    st.Page(PAGES["scoring"], title=_("Scoring details"), icon=":material/fact_check:"),
+    st.Page(PAGES["insights"], title=_("Insights"), icon=":material/insights:"),
+    st.Page(PAGES["related"], title=_("Related neurons"), icon=":material/hub:"),
+    st.Page(PAGES["try"], title=_("Try your own text"), icon=":material/edit_note:"),
 ])
 with frame_running(frame()):
     navigation.run()

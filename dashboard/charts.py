@@ -9,7 +9,19 @@ import pandas as pd
 
 from core.types import LayerScores, NeuronStats
 from core.views import SimulationView
+from dashboard.i18n import N_, _, language, number_symbols
 from dashboard.render import display_token
+
+EXCERPT_KINDS = {"top": N_("top"), "random": N_("random")}
+"""Scoring excerpt kinds as charts and tables name them (marked: `_` at use)."""
+
+
+def localized(chart: alt.Chart) -> alt.Chart:
+    """The chart with axis and tooltip numbers in the session's decimal and group symbols (top level only: a
+    configured chart cannot be layered)."""
+    decimal, group = number_symbols(language())
+    return chart.configure(locale=alt.Locale(number=alt.NumberLocale(decimal=decimal, thousands=group,
+                                                                     grouping=[3], currency=["", ""])))
 
 
 def histogram_chart(stats: NeuronStats) -> alt.Chart:
@@ -17,14 +29,15 @@ def histogram_chart(stats: NeuronStats) -> alt.Chart:
     edges, counts = stats.hist_edges, stats.hist_counts
     frame = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "tokens": counts})
     frame = frame[frame["tokens"] > 0]
-    return (
+    return localized(
         alt.Chart(frame)
         .mark_bar(color="#d9480f")
         .encode(
-            x=alt.X("from:Q", title="activation", bin="binned"),
+            x=alt.X("from:Q", title=_("activation"), bin="binned"),
             x2="to:Q",
-            y=alt.Y("tokens:Q", title="tokens (symlog scale)", scale=alt.Scale(type="symlog")),
-            tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
+            y=alt.Y("tokens:Q", title=_("tokens (symlog scale)"), scale=alt.Scale(type="symlog")),
+            tooltip=[alt.Tooltip("from:Q", format=".3f", title=_("from")),
+                     alt.Tooltip("to:Q", format=".3f", title=_("to")), alt.Tooltip("tokens:Q", title=_("tokens"))],
         )
         .properties(height=220)
     )
@@ -44,16 +57,21 @@ def scatter_frame(view: SimulationView) -> pd.DataFrame:
 
 def scatter_chart(view: SimulationView) -> alt.Chart:
     """Real (normalized 0-10) against simulated activation per token, coloured by excerpt kind."""
-    return (
-        alt.Chart(scatter_frame(view))
+    frame = scatter_frame(view)
+    kinds = {kind: _(name) for kind, name in EXCERPT_KINDS.items()}
+    frame["kind"] = frame["kind"].map(lambda kind: kinds.get(kind, kind))  # the legend shows the values
+    return localized(
+        alt.Chart(frame)
         .mark_circle(opacity=0.55, size=28)
         .encode(
-            x=alt.X("real:Q", title="real activation (0-10 of the neuron's max)"),
-            y=alt.Y("simulated:Q", title="simulated (0-10)"),
-            color=alt.Color("kind:N", title="excerpt",
-                            scale=alt.Scale(domain=["top", "random"], range=["#d9480f", "#2563eb"])),
-            tooltip=["token:N", alt.Tooltip("real:Q", format=".2f"), alt.Tooltip("simulated:Q", format=".2f"),
-                     "excerpt:Q"],
+            x=alt.X("real:Q", title=_("real activation (0-10 of the neuron's max)")),
+            y=alt.Y("simulated:Q", title=_("simulated (0-10)")),
+            color=alt.Color("kind:N", title=_("excerpt"),
+                            scale=alt.Scale(domain=[_("top"), _("random")], range=["#d9480f", "#2563eb"])),
+            tooltip=[alt.Tooltip("token:N", title=_("token")),
+                     alt.Tooltip("real:Q", format=".2f", title=_("real")),
+                     alt.Tooltip("simulated:Q", format=".2f", title=_("simulated")),
+                     alt.Tooltip("excerpt:Q", title=_("excerpt"))],
         )
         .properties(height=300)
     )
@@ -68,18 +86,21 @@ def excerpt_scores_frame(view: SimulationView) -> pd.DataFrame:
 
 def scores_by_layer_chart(rows: Sequence[LayerScores]) -> alt.Chart:
     """Mean and median best score per layer, with how many neurons were scored."""
-    frame = pd.DataFrame([{"layer": r.layer, "mean": r.mean_score, "median": r.median_score, "scored": r.scored}
-                          for r in rows])
-    long = frame.melt(id_vars=["layer", "scored"], value_vars=["mean", "median"], var_name="statistic",
+    # the statistic's values are the legend's labels
+    frame = pd.DataFrame([{"layer": r.layer, _("mean"): r.mean_score, _("median"): r.median_score,
+                           "scored": r.scored} for r in rows])
+    long = frame.melt(id_vars=["layer", "scored"], value_vars=[_("mean"), _("median")], var_name="statistic",
                       value_name="score")
-    return (
+    return localized(
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("layer:O", title="layer"),
-            y=alt.Y("score:Q", title="best score per neuron"),
-            color=alt.Color("statistic:N", scale=alt.Scale(range=["#d9480f", "#2563eb"])),
-            tooltip=["layer:O", "statistic:N", alt.Tooltip("score:Q", format=".2f"), "scored:Q"],
+            x=alt.X("layer:O", title=_("layer")),
+            y=alt.Y("score:Q", title=_("best score per neuron")),
+            color=alt.Color("statistic:N", title=_("statistic"), scale=alt.Scale(range=["#d9480f", "#2563eb"])),
+            tooltip=[alt.Tooltip("layer:O", title=_("layer")), alt.Tooltip("statistic:N", title=_("statistic")),
+                     alt.Tooltip("score:Q", format=".2f", title=_("score")),
+                     alt.Tooltip("scored:Q", title=_("neurons scored"))],
         )
         .properties(height=240)
     )

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dashboard.i18n import N_, _, language, number_in
+
 POSITIVE_RGB = (255, 106, 0)
 """Heatmap colour of positive activations (orange)."""
 NEGATIVE_RGB = (37, 99, 235)
@@ -94,8 +96,8 @@ def heatmap_html(
             parts.append(f'<div style="font-family:sans-serif;font-size:11px;color:#666">{escape(row.label)}</div>')
         simulated = list(row.simulated) if row.simulated is not None else None
         if mode == "side by side" and simulated is not None:
-            parts.append(_token_line(row, positive_scale, negative_scale, None, tag="real"))
-            parts.append(_token_line(row, positive_scale, negative_scale, simulated, tag="simulated"))
+            parts.append(_token_line(row, positive_scale, negative_scale, None, tag=N_("real")))
+            parts.append(_token_line(row, positive_scale, negative_scale, simulated, tag=N_("simulated")))
         else:
             overlay = simulated if mode == "overlaid" else None
             parts.append(_token_line(row, positive_scale, negative_scale, overlay, tag=""))
@@ -110,20 +112,24 @@ def _token_line(
     out = ['<div style="white-space:pre-wrap;word-break:break-word">']
     if tag:
         out.append(f'<span style="font-family:sans-serif;font-size:10px;color:#888;display:inline-block;'
-                   f'width:64px">{escape(tag)}</span>')
+                   f'width:64px">{escape(_(tag))}</span>')
+    # looked up once per line, filled per token
+    lang = language()
+    real_title, simulated_title = _("activation {value}  ({normalized}/10)"), _("simulated {value}/10")
     for index, (token, raw) in enumerate(zip(row.tokens, row.activations, strict=False)):
         value = float(raw)
         sim = simulated[index] if simulated is not None and index < len(simulated) else None
         normalized = 10.0 * value / positive_scale if positive_scale > 0 else 0.0
-        title = f"{display_token(token)!r}  activation {value:.3f}  ({normalized:.1f}/10)"
+        title = f"{display_token(token)!r}  " + real_title.format(value=number_in(value, ".3f", lang),
+                                                                   normalized=number_in(normalized, ".1f", lang))
         if tag == "simulated" and sim is not None:
             style = f"background:{rgba(POSITIVE_RGB, float(sim) / 10.0)}"
-            title += f"  simulated {float(sim):.1f}/10"
+            title += "  " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
         else:
             style = f"background:{activation_colour(value, positive_scale, negative_scale)}"
             if sim is not None:
                 style += f";border-bottom:3px solid {rgba(SIMULATED_RGB, float(sim) / 10.0)}"
-                title += f"  simulated {float(sim):.1f}/10"
+                title += "  " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
         out.append(f'<span style="{style};border-radius:2px" title="{escape(title)}">'
                    f"{escape(display_token(token))}</span>")
     out.append("</div>")
@@ -132,16 +138,18 @@ def _token_line(
 
 def legend_html(positive_scale: float, negative_scale: float = 0.0, simulated: bool = False) -> str:
     """A one-line key to the heatmap colours."""
+    lang = language()
     parts = [f'<span style="background:{rgba(POSITIVE_RGB, 1.0)};padding:0 6px;border-radius:2px">&nbsp;</span> '
-             f"activation up to {positive_scale:.3g}"]
+             + escape(_("activation up to {value}", value=number_in(positive_scale, ".3g", lang)))]
     if negative_scale > 0:
         parts.append(f'<span style="background:{rgba(NEGATIVE_RGB, 1.0)};padding:0 6px;border-radius:2px">'
-                     f"&nbsp;</span> negative down to {-negative_scale:.3g}")
+                     "&nbsp;</span> " + escape(_("negative down to {value}", value=number_in(-negative_scale, ".3g",
+                                                                                               lang))))
     if simulated:
         parts.append(f'<span style="border-bottom:3px solid {rgba(SIMULATED_RGB, 1.0)}">&nbsp;&nbsp;&nbsp;</span> '
-                     "simulated (0-10)")
-    return (f'<div style="font-size:12px;color:#555">{" &nbsp; ".join(parts)} &nbsp; (hover a token for values)'
-            "</div>")
+                     + escape(_("simulated (0-10)")))
+    return (f'<div style="font-size:12px;color:#555">{" &nbsp; ".join(parts)} &nbsp; '
+            f'{escape(_("(hover a token for values)"))}</div>')
 
 
 def card_html(text: str, source: str = "", badge: str = "") -> str:

@@ -29,6 +29,7 @@ from core.live import LiveBackend
 from core.paths import REPO_DIR, build_command
 from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError
 from core.types import NeuronId
+from dashboard.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def open_cache(path: Path) -> DashboardCache:
     """The shared DashboardCache of this file (re-attached if a file changed); StoreError when it cannot be read."""
     path = path.expanduser().resolve()
     if not path.is_file():
-        raise StoreError(f"no cache at {path}; build one with `{build_command(path)}`")
+        raise StoreError(_("no cache at {path}; build one with `{command}`", path=path, command=build_command(path)))
     cache = _open(str(path))
     cache.refresh()
     return cache
@@ -149,9 +150,10 @@ def frame_running(frame: Frame) -> Iterator[None]:
 def no_cache_message(problem: str | None) -> str:
     """Why no cache is open, and what to do about it."""
     if problem:
-        return f"The cache cannot be opened: {problem}. Choose another cache file in the sidebar."
-    return (f"No cache yet. Build the demo cache (the default model over the standard library's text) with "
-            f"`{build_command()}` or `make app`, then reload this page; or choose a cache file in the sidebar.")
+        return _("The cache cannot be opened: {problem}. Choose another cache file in the sidebar.", problem=problem)
+    return _("No cache yet. Build the demo cache (the default model over the standard library's text) with "
+             "`{command}` or `make app`, then reload this page; or choose a cache file in the sidebar.",
+             command=build_command())
 
 
 def current_frame() -> Frame:
@@ -194,6 +196,19 @@ def live_gate() -> LiveGate:
     return LiveGate(slots, threading.Semaphore(slots))
 
 
+QUEUE_LABELS = (N_("Simulating and scoring"), N_("Running the model on your text"))
+"""The fixed labels core.live gives its jobs (marked here for the catalog; core itself stays English)."""
+
+_GENERATING = "Generating an explanation with "
+
+
+def queue_label(label: str) -> str:
+    """core.live's label of a job in the session's language."""
+    if label.startswith(_GENERATING):
+        return _("Generating an explanation with {spec}", spec=label.removeprefix(_GENERATING))
+    return _(label)
+
+
 @contextlib.contextmanager
 def live_work(label: str) -> Iterator[None]:
     """Run the body when a live slot is free, showing "queued" meanwhile (core.live's `queue`).
@@ -210,14 +225,15 @@ def live_work(label: str) -> Iterator[None]:
         while not acquired:
             with gate.lock:
                 ahead = max(gate.waiting - 1, 0)
-            box.info(f"Queued: {label} starts when the model is free ({ahead} other request(s) waiting)",
+            box.info(_("Queued: {job} starts when the model is free ({ahead} other request(s) waiting)",
+                       job=queue_label(label), ahead=ahead),
                      icon=":material/hourglass_top:")
             acquired = gate.semaphore.acquire(timeout=0.25)
     finally:
         with gate.lock:
             gate.waiting -= 1
     try:
-        box.info(f"{label} ...", icon=":material/settings:")
+        box.info(f"{queue_label(label)} ...", icon=":material/settings:")
         yield
     finally:
         gate.semaphore.release()

@@ -19,12 +19,27 @@ import streamlit as st
 from core.backends import BackendKind, BackendSpec, LLMSettings
 from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import REPO_DIR, default_cache, known_caches
-from core.score import format_score
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
 from dashboard import render
+from dashboard.i18n import LANGUAGE_KEY, LANGUAGES, N_, _, browser_language, number
+from dashboard.i18n import score as score_text
 from dashboard.state import PAGES, PageContext, live_work
 
 log = logging.getLogger(__name__)
+
+
+# --- the language, carried in the URL (?lang=tr) like the neuron ----------------------------------------------------
+
+
+def language_selector() -> str:
+    """The sidebar's language switch, bound to the URL's `lang`; its default is the browser's language.
+
+    The options are the codes themselves, because a bound widget writes the option as shown into the URL (captions
+    name the languages). A parameter equal to the default is dropped from the URL, as for the neuron."""
+    codes = list(LANGUAGES)
+    default = codes.index(browser_language(st.context.locale))
+    return str(st.sidebar.radio(":material/translate: Language · Dil", codes, index=default, key=LANGUAGE_KEY,
+                                bind="query-params", horizontal=True, captions=list(LANGUAGES.values())))
 
 
 # --- the chosen neuron, carried in the URL (?layer=0&neuron=0) ---------------------------------------------------
@@ -51,19 +66,19 @@ def random_neuron(layers: int, neurons_per_layer: int) -> None:
 def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> NeuronId:
     """Layer and neuron inputs bound to the URL's `layer` and `neuron`; previous, random and next buttons."""
     with container:
-        st.markdown("**Neuron**")
+        st.markdown(_("**Neuron**"))
         left, right = st.columns(2)
         # value "min" (0) is the default: the URL drops a parameter at its default, and buttons set these keys
-        layer = left.number_input("Layer", min_value=0, max_value=max(layers - 1, 0), step=1,
+        layer = left.number_input(_("Layer"), min_value=0, max_value=max(layers - 1, 0), step=1,
                                   key="layer", bind="query-params")
-        neuron = right.number_input("Neuron", min_value=0, max_value=max(neurons_per_layer - 1, 0), step=1,
+        neuron = right.number_input(_("Neuron"), min_value=0, max_value=max(neurons_per_layer - 1, 0), step=1,
                                     key="neuron", bind="query-params")
         back, lucky, forward = st.columns(3)
-        back.button("", key="nav_prev", icon=":material/chevron_left:", help="previous neuron", on_click=step,
+        back.button("", key="nav_prev", icon=":material/chevron_left:", help=_("previous neuron"), on_click=step,
                     args=(-1, layers, neurons_per_layer), width="stretch")
-        lucky.button("", key="nav_random", icon=":material/shuffle:", help="a random neuron", on_click=random_neuron,
+        lucky.button("", key="nav_random", icon=":material/shuffle:", help=_("a random neuron"), on_click=random_neuron,
                      args=(layers, neurons_per_layer), width="stretch")
-        forward.button("", key="nav_next", icon=":material/chevron_right:", help="next neuron", on_click=step,
+        forward.button("", key="nav_next", icon=":material/chevron_right:", help=_("next neuron"), on_click=step,
                        args=(1, layers, neurons_per_layer), width="stretch")
     return NeuronId(int(layer), int(neuron))
 
@@ -116,12 +131,12 @@ def cache_sidebar() -> Path | None:
     choices = [str(path) for path in known_caches()]
     if current is not None and current not in choices:
         choices.insert(0, current)
-    with st.sidebar.expander("Cache", expanded=current is None):
+    with st.sidebar.expander(_("Cache"), expanded=current is None):
         if choices:
             if st.session_state.get("cache_select") != current:
                 st.session_state["cache_select"] = current if current is not None else choices[0]
-            st.selectbox("Cache file", choices, format_func=_cache_label, key="cache_select", on_change=_pick_cache)
-        st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb",
+            st.selectbox(_("Cache file"), choices, format_func=_cache_label, key="cache_select", on_change=_pick_cache)
+        st.text_input(_("Open another cache file"), key="cache_other", placeholder="/path/to/cache.duckdb",
                       on_change=_type_cache)
         if current is not None:
             st.caption(f"`{current}`")
@@ -129,11 +144,12 @@ def cache_sidebar() -> Path | None:
 
 
 BACKEND_LABELS: dict[BackendKind, str] = {
-    BackendKind.BASELINE: "baseline (offline, token statistics)",
-    BackendKind.LOCAL: "local model (in this process)",
-    BackendKind.OPENAI: "OpenAI-compatible API",
+    BackendKind.BASELINE: N_("baseline (offline, token statistics)"),
+    BackendKind.LOCAL: N_("local model (in this process)"),
+    BackendKind.OPENAI: N_("OpenAI-compatible API"),
 }
-"""Backends for live work (scoring suggestions, generating explanations), as the sidebar offers them."""
+"""Backends for live work (scoring suggestions, generating explanations), as the sidebar offers them (marked: `_` at
+use)."""
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -149,27 +165,28 @@ def _secret_key() -> str | None:
 
 def live_settings_sidebar() -> LiveBackend:
     """The sidebar's "live work" settings: backend, and for openai the model, base URL, key and spending cap."""
-    with st.sidebar.expander("Live work (scoring, generating)", expanded=False):
-        kind = st.radio("Backend", list(BACKEND_LABELS), format_func=BACKEND_LABELS.__getitem__, key="llm_backend")
+    with st.sidebar.expander(_("Live work (scoring, generating)"), expanded=False):
+        kind = st.radio(_("Backend"), list(BACKEND_LABELS), format_func=lambda k: _(BACKEND_LABELS[k]),
+                        key="llm_backend")
         if kind == BackendKind.OPENAI:
-            model = st.text_input("Model", value=DEFAULT_OPENAI_MODEL, key="llm_model")
-            base_url = st.text_input("Base URL", value=os.environ.get("OPENAI_BASE_URL", ""), key="llm_base_url",
-                                     placeholder="https://api.openai.com/v1", help="Any OpenAI-compatible server")
-            typed = st.text_input("API key", type="password", key="llm_api_key",
-                                  help="Kept in this browser session's memory only: never shown, logged or saved")
+            model = st.text_input(_("Model"), value=DEFAULT_OPENAI_MODEL, key="llm_model")
+            base_url = st.text_input(_("Base URL"), value=os.environ.get("OPENAI_BASE_URL", ""), key="llm_base_url",
+                                     placeholder="https://api.openai.com/v1", help=_("Any OpenAI-compatible server"))
+            typed = st.text_input(_("API key"), type="password", key="llm_api_key",
+                                  help=_("Kept in this browser session's memory only: never shown, logged or saved"))
             key = typed or _secret_key()
             if not key:
-                st.caption("No key yet: type one, or set OPENAI_API_KEY or .streamlit/secrets.toml.")
+                st.caption(_("No key yet: type one, or set OPENAI_API_KEY or .streamlit/secrets.toml."))
             elif not typed:
-                st.caption("Using the key from secrets / the environment.")
-            cap = st.number_input("Spending cap per generation (USD)", min_value=0.0, value=0.50, step=0.10,
+                st.caption(_("Using the key from secrets / the environment."))
+            cap = st.number_input(_("Spending cap per generation (USD)"), min_value=0.0, value=0.50, step=0.10,
                                   key="llm_cap")
             settings = LLMSettings(base_url=base_url.strip() or None, api_key=key, max_cost_usd=float(cap))
             return LiveBackend(BackendSpec(BackendKind.OPENAI, model.strip() or DEFAULT_OPENAI_MODEL), settings)
         if kind == BackendKind.LOCAL:
-            model = st.text_input("Model", value="", key="llm_local_model", placeholder="smollm2-135m (default)")
+            model = st.text_input(_("Model"), value="", key="llm_local_model", placeholder=_("smollm2-135m (default)"))
             return LiveBackend(BackendSpec(BackendKind.LOCAL, model.strip()))
-        st.caption("Offline: explanations and simulations from token statistics; no key needed.")
+        st.caption(_("Offline: explanations and simulations from token statistics; no key needed."))
         return LiveBackend(BackendSpec(BackendKind.BASELINE))
 
 
@@ -195,7 +212,7 @@ def explanation_card(text: str, source: str = "", badge: str = "") -> None:
 
 def score_badge(score: float | None) -> str:
     """The badge of an explanation card."""
-    return f"score {format_score(score)}"
+    return _("score {score}", score=score_text(score))
 
 
 def page_end() -> None:
@@ -206,23 +223,23 @@ def page_end() -> None:
 def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
     """The neuron's statistics; stops the page with a warning when the cache did not record it."""
     if stats is None:
-        st.warning(f"Neuron {neuron} was not recorded in this cache.")
+        st.warning(_("Neuron {neuron} was not recorded in this cache.", neuron=neuron))
         st.stop()
     return stats
 
 
 def not_computed(what: str, command: str) -> None:
     """Say that a part of the cache is missing and which command fills it."""
-    st.info(f"{what}: not computed yet — run `{command}`")
+    st.info(_("{what}: not computed yet — run `{command}`", what=what, command=command))
 
 
 TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
-    RelatedTokenKind.ACTIVATION_TOP: "Highest mean activation",
-    RelatedTokenKind.ACTIVATION_BOTTOM: "Lowest mean activation",
-    RelatedTokenKind.INPUT_UP: "Input tokens that drive it up",
-    RelatedTokenKind.INPUT_DOWN: "Input tokens that drive it down",
-    RelatedTokenKind.OUTPUT_UP: "Output tokens it promotes",
-    RelatedTokenKind.OUTPUT_DOWN: "Output tokens it suppresses",
+    RelatedTokenKind.ACTIVATION_TOP: N_("Highest mean activation"),
+    RelatedTokenKind.ACTIVATION_BOTTOM: N_("Lowest mean activation"),
+    RelatedTokenKind.INPUT_UP: N_("Input tokens that drive it up"),
+    RelatedTokenKind.INPUT_DOWN: N_("Input tokens that drive it down"),
+    RelatedTokenKind.OUTPUT_UP: N_("Output tokens it promotes"),
+    RelatedTokenKind.OUTPUT_DOWN: N_("Output tokens it suppresses"),
 }
 
 
@@ -231,19 +248,20 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
     missing = False
     for column, (kind, tokens) in zip(st.columns(len(found)), found, strict=True):
         with column:
-            st.markdown(f"**{TOKEN_KIND_TITLES[kind]}**")
+            st.markdown(f"**{_(TOKEN_KIND_TITLES[kind])}**")
             if not tokens:
                 missing = True
-                st.caption("not computed yet")
+                st.caption(_("not computed yet"))
                 continue
             with_count = tokens[0].count is not None
-            header = ["token", "count", "value"] if with_count else ["token", "value"]
-            rows = [[f'"{render.display_token(t.token)}"', *([t.count] if with_count else []), f"{t.value:.3f}"]
+            header = [_("token"), _("count"), _("value")] if with_count else [_("token"), _("value")]
+            rows = [[f'"{render.display_token(t.token)}"', *([number(t.count or 0, ",")] if with_count else []),
+                     number(t.value, ".3f")]
                     for t in tokens]
             values = [t.value for t in tokens]
             st.html(render.table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
     if missing:
-        not_computed("Weight-based related tokens", f"python -m core related {ctx.reader.path}")
+        not_computed(_("Weight-based related tokens"), f"python -m core related {ctx.reader.path}")
 
 
 def generate_panel(ctx: PageContext) -> None:
@@ -253,21 +271,27 @@ def generate_panel(ctx: PageContext) -> None:
     spec = str(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:
         if not backend.settings.api_key and not backend.settings.base_url:
-            st.caption(f"To generate with **{spec}**, give an API key (or a base URL) in the sidebar.")
+            st.caption(_("To generate with **{spec}**, give an API key (or a base URL) in the sidebar.", spec=spec))
             return
         cost = generation_cost(ctx.reader, ctx.neuron, backend)
         cap = backend.settings.max_cost_usd or 0.0
-        note = (f"about **${cost:.4f}** (cap ${cap:.2f})" if cost is not None
-                else "an unknown amount (this model has no known price; the cap cannot apply)")
-        st.caption(f"Generating with **{spec}** and scoring it will cost {note}.")
+        if cost is not None:
+            st.caption(_("Generating with **{spec}** and scoring it will cost about **${cost}** (cap ${cap}).",
+                         spec=spec, cost=number(cost, ".4f"), cap=number(cap, ".2f")))
+        else:
+            st.caption(_("Generating with **{spec}** and scoring it will cost an unknown amount (this model has no "
+                         "known price; the cap cannot apply).", spec=spec))
     else:
-        st.caption(f"Generate one more with **{spec}** (free; change the backend in the sidebar).")
-    if not st.button(f"Generate a new explanation with {spec}", key="generate"):
+        st.caption(_("Generate one more with **{spec}** (free; change the backend in the sidebar).", spec=spec))
+    if not st.button(_("Generate a new explanation with {spec}", spec=spec), key="generate"):
         return
     try:
         made = generate(ctx.reader, ctx.notes, ctx.neuron, backend, live_work)
     except LiveError as error:
         st.error(str(error))
         return
-    score = f"  (score {format_score(made.score.score_all)})" if made.score else ""
-    st.success(f"New explanation kept as a suggestion: {made.text}{score}")
+    if made.score:
+        st.success(_("New explanation kept as a suggestion: {text}  (score {score})", text=made.text,
+                     score=score_text(made.score.score_all)))
+    else:
+        st.success(_("New explanation kept as a suggestion: {text}", text=made.text))

@@ -1,0 +1,136 @@
+"""The dashboard's languages: one function, `_`, marks a message for the catalog and looks it up in the session's
+language; numbers shown as text follow the language's separators.
+
+Messages are English in the code and translated in gettext catalogs under dashboard/locales/ (extracted with
+`pybabel extract`, compiled .mo files committed; tests/test_i18n.py checks they are complete and current, and
+README "Languages" says how to add one). Placeholders are named, `_("Neuron {neuron}", neuron=n)`, so a translation
+can put them in its own order. The session's language is `st.session_state["lang"]`, set by the sidebar's switch
+(bound to the URL as ?lang=tr, like the neuron); before anyone chooses, the browser's language decides. Outside a
+Streamlit run (the command line, pure render tests) everything is English. Data (tokens, excerpts, explanations,
+names) is never passed through `_`.
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext
+import math
+import re
+from pathlib import Path
+
+from babel import Locale
+from babel.numbers import get_decimal_symbol, get_group_symbol
+
+LANGUAGES: dict[str, str] = {"en": "English", "tr": "Türkçe"}
+"""The dashboard's languages by code (the code is what ?lang= takes), each named in itself."""
+
+DEFAULT_LANGUAGE = "en"
+"""The language of the code's messages, and of a browser whose language the dashboard does not have."""
+
+LANGUAGE_KEY = "lang"
+"""session_state key and URL parameter of the session's language."""
+
+LOCALES_DIR = Path(__file__).resolve().parent / "locales"
+"""The catalogs: locales/messages.pot (extracted) and locales/LANG/LC_MESSAGES/messages.po and .mo."""
+
+DOMAIN = "messages"
+
+_FIELD = re.compile(r"{(\w*)[^{}]*}")
+
+
+def N_(message: str) -> str:
+    """Mark a message for the catalog without translating it (module-level tables: translate with `_` at use)."""
+    return message
+
+
+@functools.cache
+def catalog(language: str) -> gettext.NullTranslations:
+    """The compiled catalog of a language (English and unknown languages: the messages as they are)."""
+    if language == DEFAULT_LANGUAGE:
+        return gettext.NullTranslations()
+    return gettext.translation(DOMAIN, localedir=str(LOCALES_DIR), languages=[language], fallback=True)
+
+
+def translate(message: str, language: str, **values: object) -> str:
+    """`message` in `language`, its named placeholders filled with `values` (no values: returned as looked up)."""
+    text = catalog(language).gettext(message)
+    return text.format(**values) if values else text
+
+
+def browser_language(locale: str | None) -> str:
+    """The dashboard language nearest to a browser's language tag ("tr-TR" -> "tr"); English when there is none."""
+    code = (locale or "").replace("_", "-").split("-")[0].lower()
+    return code if code in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def language() -> str:
+    """This session's language: the sidebar's choice, else the browser's language; English outside a run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return DEFAULT_LANGUAGE
+    import streamlit as st
+
+    chosen = st.session_state.get(LANGUAGE_KEY)
+    if chosen in LANGUAGES:
+        return str(chosen)
+    return browser_language(st.context.locale)
+
+
+def _(message: str, **values: object) -> str:
+    """Mark `message` for the catalog and return it in the session's language, placeholders filled from `values`."""
+    return translate(message, language(), **values)
+
+
+def placeholders(message: str) -> set[str]:
+    """The named placeholders of a message ("{neuron} of {layer:d}" -> {"neuron", "layer"}); `{{` is not one."""
+    return set(_FIELD.findall(message.replace("{{", "").replace("}}", "")))
+
+
+# --- numbers shown as text ------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _symbols(language: str) -> tuple[str, str, bool]:
+    """(decimal symbol, group symbol, percent sign first) of a language, from CLDR through Babel."""
+    locale = Locale.parse(language)
+    pattern = locale.percent_formats[None].pattern
+    return get_decimal_symbol(locale), get_group_symbol(locale), pattern.lstrip("-").startswith("%")
+
+
+def number_symbols(language: str) -> tuple[str, str]:
+    """(decimal symbol, group symbol) of a language: (".", ",") in English, (",", ".") in Turkish."""
+    decimal, group, _first = _symbols(language)
+    return decimal, group
+
+
+def localize_number(text: str, language: str) -> str:
+    """A number formatted the Python (English) way, with the language's decimal and group symbols."""
+    decimal, group, _first = _symbols(language)
+    if (decimal, group) == (".", ","):
+        return text
+    return "".join(decimal if char == "." else group if char == "," else char for char in text)
+
+
+def number_in(value: float | int, spec: str, language: str) -> str:
+    """format(value, spec) with `language`'s separators; a spec ending in % puts the sign where the language does
+    ("42.0%" in English, "%42,0" in Turkish)."""
+    if spec.endswith("%") and isinstance(value, (int, float)) and math.isfinite(value):
+        digits = format(value * 100, spec[:-1] + "f")
+        body = localize_number(digits, language)
+        sign, body = ("-", body[1:]) if body.startswith("-") else ("", body)
+        return f"{sign}%{body}" if _symbols(language)[2] else f"{sign}{body}%"
+    return localize_number(format(value, spec), language)
+
+
+def number(value: float | int, spec: str = "") -> str:
+    """A number as text in the session's language: `number(0.423, ".2f")` is "0.42" or "0,42"."""
+    return number_in(value, spec, language())
+
+
+def score(value: float | None, digits: int = 2) -> str:
+    """A score as text in the session's language (core.score.format_score's digits, so scores compare across
+    languages); "undefined" (translated) when there is none."""
+    if value is None:
+        return _("undefined")
+    return number(value, f".{digits}f")
