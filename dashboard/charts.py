@@ -9,11 +9,8 @@ import pandas as pd
 
 from core.types import LayerScores, NeuronStats
 from core.views import SimulationView
-from dashboard.i18n import N_, _, language, number_symbols
-from dashboard.render import display_token
-
-EXCERPT_KINDS = {"top": N_("top"), "random": N_("random")}
-"""Scoring excerpt kinds as charts and tables name them (marked: `_` at use)."""
+from dashboard.i18n import _, language, number_symbols
+from dashboard.render import EXCERPT_KINDS, display_token, named
 
 
 def localized(chart: alt.Chart) -> alt.Chart:
@@ -79,9 +76,14 @@ def scatter_chart(view: SimulationView) -> alt.Chart:
 
 def excerpt_scores_frame(view: SimulationView) -> pd.DataFrame:
     """One row per scoring excerpt: excerpt, kind, score, max activation."""
-    return pd.DataFrame([{"excerpt": item.excerpt.excerpt.excerpt_id, "kind": str(item.excerpt.kind),
+    return pd.DataFrame([{"excerpt": item.excerpt.excerpt.excerpt_id, "kind": named(EXCERPT_KINDS, item.excerpt.kind),
                           "score": item.score, "max activation": round(max(item.excerpt.activations), 4)}
                          for item in view.excerpts])
+
+
+def excerpt_score_headers() -> dict[str, str]:
+    """Column labels of `excerpt_scores_frame` in the session's language."""
+    return {"excerpt": _("excerpt"), "kind": _("kind"), "score": _("score"), "max activation": _("max activation")}
 
 
 def scores_by_layer_chart(rows: Sequence[LayerScores]) -> alt.Chart:

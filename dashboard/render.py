@@ -24,6 +24,24 @@ SIMULATED_RGB = (22, 163, 74)
 END_MARKER = '<div class="na-end"></div>'
 """An empty element after a page's last panel: browser tests and bench/app.py wait for it."""
 
+EXCERPT_KINDS: dict[str, str] = {"top": N_("top"), "random": N_("random"), "bottom": N_("bottom"),
+                                 "quantile": N_("quantile")}
+"""core.types.ExcerptKind values as pages name them (marked: `_` at use)."""
+
+SPLITS: dict[str, str] = {"explain": N_("shown to the explainer"), "calibrate": N_("held out for calibrating"),
+                          "score": N_("held out for scoring"), "view": N_("for viewing only")}
+"""core.types.Split values as pages name them (marked: `_` at use)."""
+
+STATUSES: dict[str, str] = {"ok": N_("ok"), "failed": N_("failed"), "suggested": N_("suggested")}
+"""Explanation statuses in the tables (marked: `_` at use)."""
+
+
+def named(names: dict[str, str], value: object) -> str:
+    """A core enum value in the session's language through one of the tables above (unknown values as they are)."""
+    text = str(value)
+    return _(names[text]) if text in names else text
+
+
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 
 

@@ -21,7 +21,7 @@ from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import REPO_DIR, default_cache, known_caches
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
 from dashboard import render
-from dashboard.i18n import LANGUAGE_KEY, LANGUAGES, N_, _, browser_language, number
+from dashboard.i18n import DEFAULT_LANGUAGE, LANGUAGE_KEY, LANGUAGES, N_, _, browser_language, language, number
 from dashboard.i18n import score as score_text
 from dashboard.state import PAGES, PageContext, live_work
 
@@ -94,8 +94,11 @@ def page_link(page: str, label: str) -> None:
 
 
 def share_url(neuron: NeuronId, page: str) -> str:
-    """A relative URL that opens `page` on `neuron` in a new session (a link to hand to students)."""
-    return f"{Path(PAGES[page]).stem}?layer={neuron.layer}&neuron={neuron.neuron}"
+    """A relative URL that opens `page` on `neuron` in a new session (a link to hand to students), in this session's
+    language unless it is English."""
+    lang = language()
+    suffix = f"&{LANGUAGE_KEY}={lang}" if lang != DEFAULT_LANGUAGE else ""
+    return f"{Path(PAGES[page]).stem}?layer={neuron.layer}&neuron={neuron.neuron}{suffix}"
 
 
 # --- the sidebar: cache and live-work settings ----------------------------------------------------------------

@@ -11,6 +11,7 @@ import streamlit as st
 from core import views
 from core.types import NeuronId
 from dashboard import widgets
+from dashboard.i18n import _, number
 from dashboard.state import page_context
 
 TABLE_ROWS = 500
@@ -18,7 +19,7 @@ TABLE_ROWS = 500
 
 ctx = page_context()
 layers, neurons_per_layer = ctx.info.layers, ctx.info.neurons_per_layer
-st.title("Find a neuron")
+st.title(_("Find a neuron"))
 
 
 def go_typed() -> None:
@@ -26,12 +27,13 @@ def go_typed() -> None:
     text = st.session_state.get("picker_go", "")
     try:
         target = NeuronId.parse(text)
-    except ValueError as error:
-        st.session_state["picker_error"] = str(error)
+    except ValueError:
+        st.session_state["picker_error"] = _("“{text}” is not a neuron: write it as layer:neuron, e.g. 3:42",
+                                             text=text)
         return
     if not (0 <= target.layer < layers and 0 <= target.neuron < neurons_per_layer):
-        st.session_state["picker_error"] = (f"{target} is out of range: layers 0-{layers - 1}, "
-                                            f"neurons 0-{neurons_per_layer - 1}")
+        st.session_state["picker_error"] = _("{neuron} is out of range: layers 0-{last_layer}, neurons 0-{last_neuron}",
+                                             neuron=target, last_layer=layers - 1, last_neuron=neurons_per_layer - 1)
         return
     st.session_state["picker_error"] = ""
     widgets.go_to(target.layer, target.neuron)
@@ -39,35 +41,40 @@ def go_typed() -> None:
 
 with st.form("picker_form", border=False):
     box, go = st.columns([3, 1], vertical_alignment="bottom")
-    box.text_input("Go to a neuron (layer:neuron)", key="picker_go", placeholder="e.g. 3:42")
-    go.form_submit_button("Go", on_click=go_typed, type="primary", width="stretch")
+    box.text_input(_("Go to a neuron (layer:neuron)"), key="picker_go", placeholder=_("e.g. 3:42"))
+    go.form_submit_button(_("Go"), on_click=go_typed, type="primary", width="stretch")
 if st.session_state.get("picker_error"):
     st.error(st.session_state["picker_error"])
-prev, lucky, nxt, _ = st.columns([1, 1, 1, 3])
-prev.button("Previous", icon=":material/chevron_left:", on_click=widgets.step, args=(-1, layers, neurons_per_layer),
+prev, lucky, nxt, _spare = st.columns([1, 1, 1, 3])
+prev.button(_("Previous"), icon=":material/chevron_left:", on_click=widgets.step, args=(-1, layers, neurons_per_layer),
             width="stretch")
-lucky.button("Random", icon=":material/shuffle:", on_click=widgets.random_neuron, args=(layers, neurons_per_layer),
+lucky.button(_("Random"), icon=":material/shuffle:", on_click=widgets.random_neuron, args=(layers, neurons_per_layer),
              width="stretch")
-nxt.button("Next", icon=":material/chevron_right:", on_click=widgets.step, args=(1, layers, neurons_per_layer),
+nxt.button(_("Next"), icon=":material/chevron_right:", on_click=widgets.step, args=(1, layers, neurons_per_layer),
            width="stretch")
-st.markdown(f"Showing **neuron {ctx.neuron}** on every page — open it in:")
-links = [("insights", "Insights"), ("scoring", "Scoring details"), ("related", "Related neurons"),
-         ("try", "Try your own text")]
+st.markdown(_("Showing **neuron {neuron}** on every page — open it in:", neuron=ctx.neuron))
+links = [("insights", _("Insights")), ("scoring", _("Scoring details")), ("related", _("Related neurons")),
+         ("try", _("Try your own text"))]
 for column, (page, title) in zip(st.columns(4), links, strict=True):
     with column:
         widgets.page_link(page, title)
 
-st.subheader("All neurons")
+st.subheader(_("All neurons"))
 f_layer, f_sort, f_dir, f_search = st.columns([1, 1, 1, 3])
-layer = f_layer.selectbox("Layer", ["all", *range(layers)], key="picker_layer")
-order = f_sort.selectbox("Sort by", ["score", "density", "max", "min", "neuron"], key="picker_order",
-                         format_func={"score": "score", "density": "density", "max": "max activation",
-                                      "min": "min activation", "neuron": "layer, index"}.__getitem__)
-descending = f_dir.toggle("Descending", value=True, key="picker_desc")
-search = f_search.text_input("Search explanations", key="picker_search", placeholder="e.g. return, numbers, code")
+layer = f_layer.selectbox(_("Layer"), ["all", *range(layers)], key="picker_layer",
+                          format_func=lambda value: _("all") if value == "all" else str(value))
+order = f_sort.selectbox(_("Sort by"), ["score", "density", "max", "min", "neuron"], key="picker_order",
+                         format_func={"score": _("score"), "density": _("density"), "max": _("max activation"),
+                                      "min": _("min activation"), "neuron": _("layer, index")}.__getitem__)
+descending = f_dir.toggle(_("Descending"), value=True, key="picker_desc")
+search = f_search.text_input(_("Search explanations"), key="picker_search",
+                             placeholder=_("e.g. return, numbers, code"))
 found = ctx.view(views.neuron_list, None if layer == "all" else int(layer), search, order, descending, TABLE_ROWS)
-st.caption(f"{found.count:,} neurons match" + (f"; showing the first {found.limit}" if found.count > found.limit
-                                               else "") + ". Select a row to move there.")
+if found.count > found.limit:
+    st.caption(_("{count} neurons match; showing the first {limit}. Select a row to move there.",
+                 count=number(found.count, ","), limit=number(found.limit, ",")))
+else:
+    st.caption(_("{count} neurons match. Select a row to move there.", count=number(found.count, ",")))
 shown = [row.neuron for row in found.rows]
 
 
@@ -90,11 +97,12 @@ frame = pd.DataFrame({
 st.dataframe(
     frame, key="picker_table", on_select=picked, selection_mode="single-row", hide_index=True, width="stretch",
     column_config={
-        "score": st.column_config.NumberColumn(format="%.2f"),
-        "density": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
-        "max": st.column_config.NumberColumn(format="%.3f"),
-        "min": st.column_config.NumberColumn(format="%.3f"),
-        "explanation": st.column_config.TextColumn(width="large"),
+        "layer": _("layer"), "neuron": _("neuron"),
+        "score": st.column_config.NumberColumn(_("score"), format="%.2f"),
+        "density": st.column_config.ProgressColumn(_("density"), format="percent", min_value=0.0, max_value=1.0),
+        "max": st.column_config.NumberColumn(_("max"), format="%.3f"),
+        "min": st.column_config.NumberColumn(_("min"), format="%.3f"),
+        "explanation": st.column_config.TextColumn(_("explanation"), width="large"),
     },
 )
 widgets.page_end()

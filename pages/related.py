@@ -7,25 +7,26 @@ from __future__ import annotations
 import streamlit as st
 
 from core import views
-from core.score import format_score
 from core.types import NeuronId, RelatedNeuronKind
 from dashboard import render, widgets
+from dashboard.i18n import N_, _, number
+from dashboard.i18n import score as score_text
 from dashboard.state import page_context
 
 ctx = page_context()
 neuron = ctx.neuron
-st.title(f"Neuron {neuron} — related neurons")
-limit = st.slider("Neurons per list", 3, 10, 5, key="related_limit")
+st.title(_("Neuron {neuron} — related neurons", neuron=neuron))
+limit = st.slider(_("Neurons per list"), 3, 10, 5, key="related_limit")
 view = ctx.view(views.related, neuron, limit)
 if view.best is not None and view.best.explanation:
-    widgets.explanation_card(view.best.explanation, "best explanation", widgets.score_badge(view.best.score))
+    widgets.explanation_card(view.best.explanation, _("best explanation"), widgets.score_badge(view.best.score))
 
 TITLES = {
-    RelatedNeuronKind.UPSTREAM_POSITIVE: "Upstream: feed it positively",
-    RelatedNeuronKind.UPSTREAM_NEGATIVE: "Upstream: feed it negatively",
-    RelatedNeuronKind.DOWNSTREAM_POSITIVE: "Downstream: it excites",
-    RelatedNeuronKind.DOWNSTREAM_NEGATIVE: "Downstream: it inhibits",
-    RelatedNeuronKind.CORRELATED: "Correlated over the corpus",
+    RelatedNeuronKind.UPSTREAM_POSITIVE: N_("Upstream: feed it positively"),
+    RelatedNeuronKind.UPSTREAM_NEGATIVE: N_("Upstream: feed it negatively"),
+    RelatedNeuronKind.DOWNSTREAM_POSITIVE: N_("Downstream: it excites"),
+    RelatedNeuronKind.DOWNSTREAM_NEGATIVE: N_("Downstream: it inhibits"),
+    RelatedNeuronKind.CORRELATED: N_("Correlated over the corpus"),
 }
 
 
@@ -39,35 +40,35 @@ def move(kind: str, options: dict[str, NeuronId]) -> None:
 def none_because(kind: RelatedNeuronKind) -> str:
     """Why a list is empty when the tables are computed."""
     if kind.startswith("upstream") and neuron.layer == 0:
-        return "none (layer 0 has no earlier layers)"
+        return _("none (layer 0 has no earlier layers)")
     if kind.startswith("downstream") and neuron.layer == ctx.info.layers - 1:
-        return "none (the last layer has no later layers)"
-    return "none"
+        return _("none (the last layer has no later layers)")
+    return _("none")
 
 
 if not view.computed:
-    widgets.not_computed("Related neurons", f"python -m core related {ctx.reader.path}")
+    widgets.not_computed(_("Related neurons"), f"python -m core related {ctx.reader.path}")
 else:
     for kind, found in view.neurons:
-        st.subheader(TITLES[kind])
+        st.subheader(_(TITLES[kind]))
         if not found:
             st.caption(none_because(kind))
             continue
         options = {f"→ {r.neuron}": r.neuron for r in found}
-        st.pills("Go to", list(options), key=f"related_{kind}_{neuron}", on_change=move, args=(kind, options),
+        st.pills(_("Go to"), list(options), key=f"related_{kind}_{neuron}", on_change=move, args=(kind, options),
                  label_visibility="collapsed")
         table = []
         for related in found:
             other = view.rows.get(related.neuron)
             table.append([str(related.neuron), other.explanation if other and other.explanation else
-                          "(no explanation yet)", format_score(other.score if other else None),
-                          f"{related.strength:+.3f}"])
-        st.html(render.table_html(["neuron", "best explanation", "score", "strength"], table,
+                          _("(no explanation yet)"), score_text(other.score if other else None),
+                          number(related.strength, "+.3f")])
+        st.html(render.table_html([_("neuron"), _("best explanation"), _("score"), _("strength")], table,
                                   bars=[r.strength for r in found],
                                   bar_scale=max(abs(r.strength) for r in found) or 1.0, widths=[10, 68, 10, 12]))
-        st.caption("Open a neuron in a new tab: " + " · ".join(
-            f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found))
+        st.caption(_("Open a neuron in a new tab: {links}", links=" · ".join(
+            f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found)))
 
-st.subheader("Related tokens")
+st.subheader(_("Related tokens"))
 widgets.related_tokens_panel(ctx, view.tokens)
 widgets.page_end()

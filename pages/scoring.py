@@ -11,15 +11,16 @@ import streamlit as st
 
 from core import views
 from core.live import LiveError, suggest
-from core.score import format_score
 from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
 from dashboard import charts, widgets
-from dashboard.render import HeatmapRow
+from dashboard.i18n import N_, _, number
+from dashboard.i18n import score as score_text
+from dashboard.render import EXCERPT_KINDS, HeatmapRow, named
 from dashboard.state import live_work, page_context
 
 ctx = page_context()
 neuron = ctx.neuron
-st.title(f"Neuron {neuron} — scoring details")
+st.title(_("Neuron {neuron} — scoring details", neuron=neuron))
 view = ctx.view(views.scoring, neuron)
 stats = widgets.recorded(neuron, view.stats)
 people = ctx.notes_view(views.people, neuron)
@@ -29,33 +30,37 @@ explained, suggestions = view.explained, people.suggestions
 current: ExplanationRecord | None = None
 if explained:
     if len(explained) > 1:
-        current = st.selectbox("Explanation", explained, key="scoring_explanation",
-                               format_func=lambda e: f"{format_score(e.score_all)} · {e.explainer} · {e.text}"[:120])
+        current = st.selectbox(_("Explanation"), explained, key="scoring_explanation",
+                               format_func=lambda e: f"{score_text(e.score_all)} · {e.explainer} · {e.text}"[:120])
     else:
         current = explained[0]
     assert current is not None and current.text is not None  # explained ones have text
-    widgets.explanation_card(current.text, f"{current.explainer}{f' ({current.model})' if current.model else ''} · "
-                             f"prompt {current.prompt_version or '-'} · scored by {current.simulator}")
+    explainer = f"{current.explainer}{f' ({current.model})' if current.model else ''}"
+    widgets.explanation_card(current.text, _("{explainer} · prompt {prompt} · scored by {simulator}",
+                                             explainer=explainer, prompt=current.prompt_version or "-",
+                                             simulator=current.simulator))
     cols = st.columns(3)
-    cols[0].metric("Score: top and random", format_score(current.score_all))
-    cols[1].metric("Top excerpts only", format_score(current.score_top))
-    cols[2].metric("Random excerpts only", format_score(current.score_random))
+    cols[0].metric(_("Score: top and random"), score_text(current.score_all))
+    cols[1].metric(_("Top excerpts only"), score_text(current.score_top))
+    cols[2].metric(_("Random excerpts only"), score_text(current.score_random))
 else:
-    widgets.not_computed("An explanation and its scores",
+    widgets.not_computed(_("An explanation and its scores"),
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
 
 # --- real against simulated, token by token ---------------------------------------------------------------------
-st.subheader("Real and simulated activations on the scoring excerpts")
+st.subheader(_("Real and simulated activations on the scoring excerpts"))
 sources: dict[str, ExplanationRecord | Suggestion] = {}
 if current is not None:
-    sources[f"the explanation above ({current.simulator})"] = current
+    sources[_("the explanation above ({simulator})", simulator=current.simulator)] = current
 for s in suggestions:
     if s.score is not None:
-        sources[f"suggestion #{s.suggestion_id} by {s.author} ({s.score.simulator}, {format_score(s.score.score_all)})"
-                f": {s.text[:60]}"] = s
+        sources[_("suggestion #{number} by {author} ({simulator}, {score}): {text}", number=s.suggestion_id,
+                  author=s.author, simulator=s.score.simulator, score=score_text(s.score.score_all),
+                  text=s.text[:60])] = s
 left, right = st.columns([3, 1])
-shown = left.selectbox("Simulation shown", list(sources), key="scoring_source") if sources else None
-mode = right.radio("View", ["side by side", "overlaid"], horizontal=True, key="scoring_mode")
+shown = left.selectbox(_("Simulation shown"), list(sources), key="scoring_source") if sources else None
+mode = right.radio(_("View"), [N_("side by side"), N_("overlaid")], horizontal=True, key="scoring_mode",
+                   format_func=_)
 source = sources.get(shown) if shown else None
 if isinstance(source, Suggestion) and source.score is not None:
     simulated = ctx.notes_view(views.live_simulation, neuron, source.score.score_id)
@@ -63,17 +68,20 @@ else:
     explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
     simulated = ctx.view(views.simulation, neuron, explanation_id)
 if not simulated.excerpts:
-    st.caption("No scoring excerpts are stored for this neuron.")
+    st.caption(_("No scoring excerpts are stored for this neuron."))
 else:
     positive = max(stats.max_activation, 1e-9)
     widgets.heatmap_legend(positive, simulated=simulated.simulated and mode == "overlaid")
     if simulated.simulated and mode == "side by side":
-        st.caption("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale.")
-    for kind, title in ((ExcerptKind.TOP, "Top scoring excerpts"), (ExcerptKind.RANDOM, "Random scoring excerpts")):
+        st.caption(_("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale."))
+    for kind, title in ((ExcerptKind.TOP, _("Top scoring excerpts")),
+                        (ExcerptKind.RANDOM, _("Random scoring excerpts"))):
         rows = [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations,
-                           f"{kind} #{item.excerpt.rank + 1} · excerpt {item.excerpt.excerpt.excerpt_id} · max "
-                           f"{max(item.excerpt.activations):.3g}"
-                           + (f" · excerpt score {format_score(item.score)}" if item.predictions is not None else ""),
+                           (_("{kind} #{rank} · excerpt {excerpt} · max {max} · excerpt score {score}")
+                            if item.predictions is not None else _("{kind} #{rank} · excerpt {excerpt} · max {max}"))
+                           .format(kind=named(EXCERPT_KINDS, kind), rank=item.excerpt.rank + 1,
+                                   excerpt=item.excerpt.excerpt.excerpt_id,
+                                   max=number(max(item.excerpt.activations), ".3g"), score=score_text(item.score)),
                            item.predictions)
                 for item in simulated.excerpts if item.excerpt.kind == kind]
         if rows:
@@ -82,22 +90,23 @@ else:
     if simulated.simulated:
         chart, table = st.columns([3, 2])
         chart.altair_chart(charts.scatter_chart(simulated), width="stretch")
-        table.dataframe(charts.excerpt_scores_frame(simulated), hide_index=True, width="stretch")
+        table.dataframe(charts.excerpt_scores_frame(simulated), hide_index=True, width="stretch",
+                        column_config=charts.excerpt_score_headers())
     else:
-        st.caption("Simulated activations appear here once the neuron has a scored explanation or a suggestion.")
+        st.caption(_("Simulated activations appear here once the neuron has a scored explanation or a suggestion."))
 
 # --- suggest a better explanation ------------------------------------------------------------------------------
-st.subheader("Suggest a better explanation")
-st.caption(f"It is simulated and scored live with the **{ctx.live.spec}** simulator (change it in the sidebar), on "
-           "the same scoring excerpts, and kept with your name.")
+st.subheader(_("Suggest a better explanation"))
+st.caption(_("It is simulated and scored live with the **{simulator}** simulator (change it in the sidebar), on "
+             "the same scoring excerpts, and kept with your name.", simulator=ctx.live.spec))
 with st.form("suggest_form"):
-    text = st.text_area("Your explanation", key="suggest_text", max_chars=500,
-                        placeholder="e.g. the word 'return' in Python code")
-    author = st.text_input("Your name", key="suggest_author", max_chars=60)
-    submitted = st.form_submit_button("Score it", type="primary")
+    text = st.text_area(_("Your explanation"), key="suggest_text", max_chars=500,
+                        placeholder=_("e.g. the word 'return' in Python code"))
+    author = st.text_input(_("Your name"), key="suggest_author", max_chars=60)
+    submitted = st.form_submit_button(_("Score it"), type="primary")
 if submitted:
     if not text.strip():
-        st.error("Type an explanation first.")
+        st.error(_("Type an explanation first."))
     else:
         try:
             st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
@@ -109,16 +118,18 @@ if last and last[0] == neuron:
     result = last[1]
     left, right = st.columns(2)
     with left:
-        st.markdown("**Current explanation**")
+        st.markdown(_("**Current explanation**"))
         if result.current is not None:
-            widgets.explanation_card(result.current.text, f"live score with {result.current.simulator}",
+            widgets.explanation_card(result.current.text,
+                                     _("live score with {simulator}", simulator=result.current.simulator),
                                      widgets.score_badge(result.current.score_all))
         else:
-            st.caption("none yet")
+            st.caption(_("none yet"))
     with right:
-        st.markdown("**Yours**")
+        st.markdown(_("**Yours**"))
         mine, score = result.suggestion, result.suggestion.score
-        widgets.explanation_card(mine.text, f"by {mine.author} · live score with {score.simulator if score else '-'}",
+        widgets.explanation_card(mine.text, _("by {author} · live score with {simulator}", author=mine.author,
+                                                 simulator=score.simulator if score else "-"),
                                  widgets.score_badge(score.score_all if score else None))
 suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
@@ -127,31 +138,36 @@ if suggestions:
                                 "top": s.score.score_top if s.score else None,
                                 "random": s.score.score_random if s.score else None,
                                 "simulator": s.score.simulator if s.score else "", "when (UTC)": s.created_at}
-                               for s in suggestions]), hide_index=True, width="stretch")
+                               for s in suggestions]), hide_index=True, width="stretch",
+                 column_config={"suggestion": _("suggestion"), "by": _("by"), "source": _("source"),
+                                "score": _("score"), "top": _("top"), "random": _("random"),
+                                "simulator": _("simulator"), "when (UTC)": _("when (UTC)")})
 
 # --- human review ------------------------------------------------------------------------------------------------
-st.subheader("Human review")
+st.subheader(_("Human review"))
 choices = [(f"explanation:{e.explanation_id}", e.text or "", e.score_all) for e in explained]
 choices += [(f"suggestion:{s.suggestion_id}", s.text, s.score.score_all if s.score else None) for s in suggestions]
 if not choices:
-    st.caption("Nothing to rate yet: this neuron has no explanation or suggestion.")
+    st.caption(_("Nothing to rate yet: this neuron has no explanation or suggestion."))
 else:
     with st.form("review_form"):
-        picked = st.selectbox("Explanation", range(len(choices)), key="review_choice",
-                              format_func=lambda i: f"{format_score(choices[i][2])} · {choices[i][1]}"[:120])
-        verdict = st.radio("Does it say what the neuron does?", [r.value for r in Rating], horizontal=True,
-                           key="review_rating", format_func={"right": "✓ right", "partly": "~ partly",
-                                                             "wrong": "✗ wrong"}.__getitem__)
-        note = st.text_input("Note (why?)", key="review_note", max_chars=300)
-        reviewer = st.text_input("Your name", key="review_author", max_chars=60)
-        if st.form_submit_button("Save rating"):
+        picked = st.selectbox(_("Explanation"), range(len(choices)), key="review_choice",
+                              format_func=lambda i: f"{score_text(choices[i][2])} · {choices[i][1]}"[:120])
+        verdict = st.radio(_("Does it say what the neuron does?"), [r.value for r in Rating], horizontal=True,
+                           key="review_rating", format_func={"right": _("✓ right"), "partly": _("~ partly"),
+                                                             "wrong": _("✗ wrong")}.__getitem__)
+        note = st.text_input(_("Note (why?)"), key="review_note", max_chars=300)
+        reviewer = st.text_input(_("Your name"), key="review_author", max_chars=60)
+        if st.form_submit_button(_("Save rating")):
             ref, rated_text, rated_score = choices[picked]
             ctx.notes.add_rating(neuron, rated_text, Rating(verdict), note=note.strip(), author=reviewer.strip(),
                                  explanation_ref=ref, score=rated_score)
-            st.success("Rating saved.")
+            st.success(_("Rating saved."))
 ratings = ctx.notes_view(views.people, neuron).ratings  # a rating saved above is in it (the notes changed)
 if ratings:
     st.dataframe(pd.DataFrame([{"rating": r.rating.value, "explanation": r.explanation_text, "score": r.score,
                                 "note": r.note, "by": r.author, "when (UTC)": r.created_at} for r in ratings]),
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch",
+                 column_config={"rating": _("rating"), "explanation": _("explanation"), "score": _("score"),
+                                "note": _("note"), "by": _("by"), "when (UTC)": _("when (UTC)")})
 widgets.page_end()

@@ -13,6 +13,7 @@ from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
 from dashboard import widgets
+from dashboard.i18n import _, number
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -21,12 +22,13 @@ MAX_TOKENS = 256
 
 ctx = page_context()
 neuron = ctx.neuron
-st.title(f"Neuron {neuron} — try your own text")
-st.caption(f"Runs the cache's model ({ctx.info.model}) on your text, up to layer {neuron.layer}.")
+st.title(_("Neuron {neuron} — try your own text", neuron=neuron))
+st.caption(_("Runs the cache's model ({model}) on your text, up to layer {layer}.", model=ctx.info.model,
+             layer=neuron.layer))
 with st.form("try_form"):
-    text = st.text_area("Text", key="try_text", height=120, max_chars=4000,
+    text = st.text_area(_("Text"), key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
-    run = st.form_submit_button("Run the model", type="primary")
+    run = st.form_submit_button(_("Run the model"), type="primary")
 if run and text.strip():
     try:
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
@@ -36,7 +38,7 @@ if run and text.strip():
 
 found = st.session_state.get("try_result")
 if found is None or found[0] != neuron.layer:
-    st.caption("Press **Run the model** to see activations.")
+    st.caption(_("Press **Run the model** to see activations."))
     widgets.page_end()
     st.stop()
 layer, result = found
@@ -46,21 +48,25 @@ recorded_max = stats.max_activation if stats else 0.0
 column = acts[:, neuron.neuron]
 positive = max(recorded_max, float(column.max(initial=0.0)), 1e-9)
 negative = max(-(stats.min_activation if stats else 0.0), float(-column.min(initial=0.0)), 0.0)
-st.subheader("This neuron on your text")
+st.subheader(_("This neuron on your text"))
 widgets.heatmap_legend(positive, negative)
-widgets.heatmap([HeatmapRow(tokens, column.tolist(), f"{len(tokens)} tokens · max {column.max():.3g} "
-                            f"(this neuron's max in the cache: {recorded_max:.3g})")],
+widgets.heatmap([HeatmapRow(tokens, column.tolist(), _("{tokens} tokens · max {max} (this neuron's max in the "
+                                                       "cache: {recorded})", tokens=len(tokens),
+                                                       max=number(column.max(), ".3g"),
+                                                       recorded=number(recorded_max, ".3g")))],
                 positive_scale=positive, negative_scale=negative)
 
-st.subheader(f"Which neurons of layer {layer} fire most on one token")
-position = st.selectbox("Token", range(len(tokens)), index=int(np.argmax(column)), key="try_position",
+st.subheader(_("Which neurons of layer {layer} fire most on one token", layer=layer))
+position = st.selectbox(_("Token"), range(len(tokens)), index=int(np.argmax(column)), key="try_position",
                         format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
 top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
 rows = ctx.view(views.neuron_rows, top)
 st.dataframe(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
                             "explanation": rows[n].explanation if n in rows else None,
                             "score": rows[n].score if n in rows else None} for n in top]),
-             hide_index=True, width="stretch")
+             hide_index=True, width="stretch",
+             column_config={"neuron": _("neuron"), "activation": _("activation"), "explanation": _("explanation"),
+                            "score": _("score")})
 for slot, other in zip(st.columns(5), top[:5], strict=True):
     with slot:
         widgets.neuron_button(other, key=f"try_go_{other.neuron}")
