@@ -4,7 +4,7 @@ PIP := .venv/bin/pip
 CACHE ?= caches/smollm2-135m-stdlib.duckdb
 TOKENS ?= 100000
 
-.PHONY: setup setup-dev app demo test lint bench chromium
+.PHONY: setup setup-dev app demo test lint bench chromium messages
 
 .venv/.setup: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -40,6 +40,17 @@ test: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+
+# The dashboard's languages (README "Languages"): extract the messages from the code into messages.pot, merge them
+# into every language's .po (translate what is new or marked fuzzy there), compile the .mo files the dashboard reads
+# (committed; tests/test_i18n.py fails while a .po or .mo is behind the code).
+LOCALES := dashboard/locales
+messages: setup
+	.venv/bin/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --width 120 \
+	  --project "Neuron Atlas" --copyright-holder "Neuron Atlas" -o $(LOCALES)/messages.pot .
+	.venv/bin/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-fuzzy-matching --ignore-obsolete \
+	  --width 120 --ignore-pot-creation-date
+	.venv/bin/pybabel compile -d $(LOCALES) --statistics
 
 lint: setup-dev
 	$(PY) -m ruff check .

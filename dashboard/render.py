@@ -166,8 +166,8 @@ def legend_html(positive_scale: float, negative_scale: float = 0.0, simulated: b
     if simulated:
         parts.append(f'<span style="border-bottom:3px solid {rgba(SIMULATED_RGB, 1.0)}">&nbsp;&nbsp;&nbsp;</span> '
                      + escape(_("simulated (0-10)")))
-    return (f'<div style="font-size:12px;color:#555">{" &nbsp; ".join(parts)} &nbsp; '
-            f'{escape(_("(hover a token for values)"))}</div>')
+    hover = escape(_("(hover a token for values)"))
+    return f'<div style="font-size:12px;color:#555">{" &nbsp; ".join(parts)} &nbsp; {hover}</div>'
 
 
 def card_html(text: str, source: str = "", badge: str = "") -> str:
