@@ -1,8 +1,8 @@
 """Write a screenshot of every dashboard page for the README: `python tests/browser/screenshots.py --cache CACHE`.
 
 Starts `streamlit run app.py` on the cache (127.0.0.1, a free port), opens each page on one neuron in Debian's
-chromium and saves docs/screenshots/<page>.png. By default the neuron is the best-explained one of layer 0 (or
-layer 0, neuron 0 when nothing is explained).
+chromium and saves docs/screenshots/<page>.png (with --lang tr: <page>-tr.png, the dashboard in Turkish). By default
+the neuron is the best-explained one of layer 0 (or layer 0, neuron 0 when nothing is explained).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def pick_neuron(cache: Path) -> NeuronId:
     return rows[0].neuron if rows else NeuronId(0, 0)
 
 
-def capture(cache: Path, out: Path, neuron: NeuronId, height: int) -> list[Path]:
+def capture(cache: Path, out: Path, neuron: NeuronId, height: int, lang: str = "en") -> list[Path]:
     """Save one PNG per page into `out`; returns their paths."""
     from playwright.sync_api import sync_playwright
 
@@ -47,21 +47,24 @@ def capture(cache: Path, out: Path, neuron: NeuronId, height: int) -> list[Path]
     with tempfile.TemporaryDirectory() as folder:
         home = atlas_home(Path(folder))
         with run_app(cache, home, home / "server.log") as server, sync_playwright() as playwright:
-            _visit(server.url, launch(playwright), out, neuron, height, saved)
+            _visit(server.url, launch(playwright), out, neuron, height, saved, lang)
     return saved
 
 
-def _visit(url: str, browser, out: Path, neuron: NeuronId, height: int, saved: list[Path]) -> None:
+def _visit(url: str, browser, out: Path, neuron: NeuronId, height: int, saved: list[Path], lang: str) -> None:
     """Open each page on `neuron` and save its screenshot (the try page after one run of the model)."""
-    page = browser.new_page(viewport={"width": 1400, "height": height})
+    from dashboard.i18n import translate
+
+    page = browser.new_page(viewport={"width": 1400, "height": height}, locale="en-US")
+    suffix = "" if lang == "en" else f"-{lang}"
     for name, path in PAGES:
-        page.goto(f"{url}/{path}?layer={neuron.layer}&neuron={neuron.neuron}")
+        page.goto(f"{url}/{path}?layer={neuron.layer}&neuron={neuron.neuron}&lang={lang}")
         wait_ready(page)
         if name == "try":
-            page.get_by_role("button", name="Run the model").click()
+            page.get_by_role("button", name=translate("Run the model", lang)).click()
             page.locator(".na-heatmap").first.wait_for(timeout=180_000)
             wait_ready(page)
-        target = out / f"{name}.png"
+        target = out / f"{name}{suffix}.png"
         page.screenshot(path=str(target))
         saved.append(target)
         print(f"wrote {target}")
@@ -74,9 +77,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--neuron", help="LAYER:NEURON to show (default: the best-explained of layer 0)")
     parser.add_argument("--height", type=int, default=1600, help="viewport height in pixels")
+    parser.add_argument("--lang", default="en", help="the dashboard's language (en, tr); not en: files <page>-LANG.png")
     args = parser.parse_args()
     neuron = NeuronId.parse(args.neuron) if args.neuron else pick_neuron(args.cache)
-    capture(args.cache.resolve(), args.out, neuron, args.height)
+    capture(args.cache.resolve(), args.out, neuron, args.height, args.lang)
     return 0
 
 

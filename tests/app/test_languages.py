@@ -1,0 +1,195 @@
+"""The dashboard in English and Turkish (dashboard/i18n.py), run by AppTest on the small real cache: every page in
+both languages shows only its language's interface text, and the language (sidebar switch, ?lang=, the browser's
+language) carries across pages like the neuron.
+
+"No English on a Turkish page" is checked word by word: the interface text of the run (titles, text, alerts, HTML
+with the tokens of excerpts and the first column of token tables taken out, labels, help, placeholders, options of
+the interface's own choices, table headers, chart titles) may hold no word that only the English messages use. Words
+of the data (explanations, model, corpus, explainer and simulator names) and commands in `code` are data."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+
+import pytest
+from babel.messages.pofile import read_po
+
+from core import views
+from core.types import NeuronId
+from dashboard import i18n
+from tests.app.test_pages import PAGES, no_errors, opened
+
+ALL_PAGES = ["pages/home.py", *PAGES]
+NEURON = {"layer": 0, "neuron": 1}
+"""Explained, scored and related in the prepared cache, so every panel of every page has something to show."""
+
+INTERFACE_OPTIONS = {"lang", "llm_backend", "scoring_mode", "review_rating", "picker_layer", "picker_order"}
+"""Widgets whose options are the interface's own words (other options are data: explanations, tokens, files)."""
+
+WORD = re.compile(r"[A-Za-zÇĞİÖŞÜçğıöşüâîû]+")
+CODE = re.compile(r"`[^`]*`")
+PLACEHOLDER = re.compile(r"{[^{}]*}")
+TOKEN_SPAN = re.compile(r"<span[^>]*title=[^>]*>.*?</span>", re.S)
+TOKEN_CELL = re.compile(r"<td[^>]*ui-monospace[^>]*>.*?</td>", re.S)
+
+
+def words(text: str) -> set[str]:
+    """Lower-case words of three letters or more of a text, code spans and placeholders taken out."""
+    text = PLACEHOLDER.sub(" ", CODE.sub(" ", text))
+    return {word.casefold() for word in WORD.findall(text) if len(word) >= 3}
+
+
+@cache
+def vocabulary() -> tuple[frozenset[str], frozenset[str]]:
+    """(words only the English messages use, words only the Turkish messages use), from the Turkish catalog."""
+    with open(i18n.LOCALES_DIR / "tr" / "LC_MESSAGES" / "messages.po", "rb") as handle:
+        catalog = read_po(handle)
+    english, turkish = set(), set()
+    for message in catalog:
+        if message.id:
+            english |= words(str(message.id))
+            turkish |= words(str(message.string))
+    return frozenset(english - turkish), frozenset(turkish - english)
+
+
+def data_words(cache_path) -> set[str]:
+    """Words of what the cache holds and pages show as it is: explanations, suggestions, names."""
+    reader = opened(cache_path).reader
+    info = views.info(reader)
+    rows = views.neuron_list(reader, None, "", "score", True, 100_000).rows
+    found = words(f"{info.model} {info.corpus}")
+    for row in rows:
+        found |= words(row.explanation or "")
+        for explanation in reader.explanations(row.neuron):
+            found |= words(f"{explanation.text or ''} {explanation.explainer} {explanation.simulator} "
+                           f"{explanation.model or ''} {explanation.prompt_version or ''}")
+    return found
+
+
+def _nodes(node) -> Iterator[object]:
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _nodes(child)
+
+
+def interface_text(at) -> list[str]:
+    """Every piece of interface text of the run, as a person would read it (see the module's docstring)."""
+    found: list[str] = []
+    for node in (*_nodes(at.main), *_nodes(at.sidebar)):
+        kind = type(node).__name__
+        for name in ("label", "help", "placeholder"):
+            value = getattr(node, name, None)
+            if isinstance(value, str):
+                found.append(value)
+        if kind in {"Title", "Header", "Subheader", "Markdown", "Caption", "Error", "Warning", "Info", "Success"}:
+            found.append(str(node.value))
+        elif kind == "Html":
+            markup = TOKEN_CELL.sub(" ", TOKEN_SPAN.sub(" ", str(node.value)))
+            found.append(html.unescape(re.sub(r"<[^>]+>", " ", markup)))
+        elif kind in {"Radio", "Selectbox", "ButtonGroup"} and getattr(node, "key", None) in INTERFACE_OPTIONS:
+            found += list(node.options)
+        elif kind == "Dataframe":
+            config = json.loads(node.proto.columns or "{}")
+            labels = {name: (value or {}).get("label") for name, value in config.items()}
+            found += [labels.get(str(column)) or str(column) for column in node.value.columns]
+        elif kind == "UnknownElement" and node.type in {"arrow_vega_lite_chart", "vega_lite_chart"}:
+            found += list(_titles(json.loads(node.proto.spec)))
+    return found
+
+
+def _titles(spec: object) -> Iterator[str]:
+    """The "title" values anywhere in a Vega-Lite spec (axes, legends, tooltips)."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key == "title" and isinstance(value, str):
+                yield value
+            else:
+                yield from _titles(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            yield from _titles(value)
+
+
+def open_page(app, page: str, **query: object):
+    at = app(**NEURON, **query)
+    at.run()
+    if page != "pages/home.py":
+        at.switch_page(page).run()
+    no_errors(at)
+    return at
+
+
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_every_page_in_turkish_then_english_shows_only_that_language(app, app_cache, page):
+    english_only, turkish_only = vocabulary()
+    data = data_words(app_cache)
+    at = open_page(app, page, lang="tr")
+    shown = interface_text(at)
+    assert len(shown) > 5
+    stray = sorted({word for text in shown for word in words(text) & english_only} - data)
+    assert not stray, f"English on the Turkish {page}: {stray}\n" + "\n".join(
+        text for text in shown if words(text) & set(stray))
+    assert any(words(text) & turkish_only for text in shown)
+
+    at.radio(key="lang").set_value("en").run()  # the sidebar switch, on the same page
+    no_errors(at)
+    shown = interface_text(at)
+    stray = sorted({word for text in shown for word in words(text) & turkish_only} - data)
+    assert not stray, f"Turkish on the English {page}: {stray}"
+    assert any(words(text) & english_only for text in shown)
+
+
+def test_turkish_numbers_shown_as_text_have_a_decimal_comma(app, app_cache):
+    at = open_page(app, "pages/home.py", lang="tr")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Token sayısı"] == "4.096" and metrics["Nöronlar"] == "46.080"
+    at.switch_page("pages/insights.py").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["yoğunluk"].startswith("%") and "," in metrics["yoğunluk"]
+    assert "," in metrics["çarpıklık"] and "." not in metrics["çarpıklık"]
+    at.switch_page("pages/scoring.py").run()
+    score = {m.label: m.value for m in at.metric}["Puan: en güçlü ve rastgele"]
+    reader = opened(app_cache).reader
+    best = next(e for e in reader.explanations(NeuronId(0, 1)) if e.text)
+    assert score in {f"{best.score_all:.2f}".replace(".", ","), "tanımsız"}
+
+
+def test_lang_in_the_url_carries_across_pages_like_the_neuron(app, app_cache):
+    at = app(layer=3, neuron=42, lang="tr").run()
+    assert at.radio(key="lang").value == "tr"
+    for page, title in (("pages/insights.py", "Nöron 3:42 — içgörüler"),
+                        ("pages/scoring.py", "Nöron 3:42 — puanlama ayrıntıları"),
+                        ("pages/picker.py", "Nöron bul")):
+        at.switch_page(page).run()
+        no_errors(at)
+        assert at.title[0].value == title
+        assert at.query_params["lang"] == "tr" and at.query_params["neuron"] == "42"
+
+
+def test_the_sidebar_switch_carries_across_pages_and_into_the_url(app, app_cache):
+    at = app(**NEURON).run()
+    assert at.radio(key="lang").value == "en" and "lang" not in at.query_params  # English is this browser's default
+    at.radio(key="lang").set_value("tr").run()
+    assert at.query_params["lang"] == "tr"
+    assert at.subheader[0].value == "Her katman ne kadar iyi açıklanıyor?"
+    at.switch_page("pages/related.py").run()
+    no_errors(at)
+    assert at.title[0].value == "Nöron 0:1 — ilişkili nöronlar"
+    at.radio(key="lang").set_value("en").run()
+    assert at.title[0].value == "Neuron 0:1 — related neurons" and "lang" not in at.query_params
+
+
+def test_the_browser_language_is_the_first_choice(app, app_cache):
+    at = app(**NEURON)
+    at.context["locale"] = "tr-TR"
+    at.run()
+    assert at.radio(key="lang").value == "tr" and "lang" not in at.query_params  # the default stays out of the URL
+    assert at.subheader[0].value == "Her katman ne kadar iyi açıklanıyor?"
+    at.radio(key="lang").set_value("en").run()
+    assert at.query_params["lang"] == "en"  # a choice other than the browser's is kept in the URL
+    at.switch_page("pages/insights.py").run()
+    assert at.title[0].value == "Neuron 0:1 — insights"
