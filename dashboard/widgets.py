@@ -231,6 +231,12 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
     return stats
 
 
+def live_failed(what: str, error: Exception) -> None:
+    """A live job's failure: what failed, in the session's language, then core's one-line reason (as the command
+    line writes it)."""
+    st.error(_("{what} Reason: {reason}", what=what, reason=error))
+
+
 def not_computed(what: str, command: str) -> None:
     """Say that a part of the cache is missing and which command fills it."""
     st.info(_("{what}: not computed yet — run `{command}`", what=what, command=command))
@@ -291,7 +297,7 @@ def generate_panel(ctx: PageContext) -> None:
     try:
         made = generate(ctx.reader, ctx.notes, ctx.neuron, backend, live_work)
     except LiveError as error:
-        st.error(str(error))
+        live_failed(_("No new explanation was made."), error)
         return
     if made.score:
         st.success(_("New explanation kept as a suggestion: {text}  (score {score})", text=made.text,

@@ -112,7 +112,7 @@ if submitted:
             st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
                                                                   author.strip(), ctx.live, live_work))
         except LiveError as error:
-            st.error(str(error))
+            widgets.live_failed(_("Your explanation could not be scored."), error)
 last = st.session_state.get("suggest_result")
 if last and last[0] == neuron:
     result = last[1]

@@ -34,7 +34,7 @@ if run and text.strip():
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
                                                                          MAX_TOKENS, live_work))
     except LiveError as error:
-        st.error(str(error))
+        widgets.live_failed(_("The model could not run on your text."), error)
 
 found = st.session_state.get("try_result")
 if found is None or found[0] != neuron.layer:
