@@ -12,10 +12,13 @@ names) is never passed through `_`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gettext
 import math
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from babel import Locale
@@ -36,6 +39,8 @@ LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DOMAIN = "messages"
 
 _FIELD = re.compile(r"{(\w*)[^{}]*}")
+
+_SPEAKING: ContextVar[str | None] = ContextVar("neuron_atlas_language", default=None)
 
 
 def N_(message: str) -> str:
@@ -63,10 +68,22 @@ def browser_language(locale: str | None) -> str:
     return code if code in LANGUAGES else DEFAULT_LANGUAGE
 
 
+@contextlib.contextmanager
+def speaking(language: str) -> Iterator[None]:
+    """Everything looked up inside is in `language`, in a Streamlit run or not (tests, scripts that render)."""
+    token = _SPEAKING.set(language)
+    try:
+        yield
+    finally:
+        _SPEAKING.reset(token)
+
+
 def language() -> str:
     """This session's language: the sidebar's choice, else the browser's language; English outside a run."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+    if (forced := _SPEAKING.get()) is not None:
+        return forced
     if get_script_run_ctx(suppress_warning=True) is None:
         return DEFAULT_LANGUAGE
     import streamlit as st

@@ -193,3 +193,36 @@ def test_the_browser_language_is_the_first_choice(app, app_cache):
     assert at.query_params["lang"] == "en"  # a choice other than the browser's is kept in the URL
     at.switch_page("pages/insights.py").run()
     assert at.title[0].value == "Neuron 0:1 — insights"
+
+
+# --- the pure drawing functions in Turkish (no Streamlit run: i18n.speaking) ----------------------------------------
+
+
+def test_heatmap_hover_and_legend_are_in_the_language_with_its_numbers():
+    from dashboard import render
+
+    row = render.HeatmapRow(["return"], [1.5], simulated=[7.25])
+    with i18n.speaking("tr"):
+        markup = render.heatmap_html([row], positive_scale=2.0, mode="side by side")
+        legend = render.legend_html(2.5, 0.75, simulated=True)
+    assert ">gerçek<" in markup and ">tahmin<" in markup
+    assert "aktivasyon 1,500  (7,5/10)" in html.unescape(markup) and "tahmin 7,2/10" in html.unescape(markup)
+    assert "2,5 değerine kadar aktivasyon" in legend and "-0,75 değerine kadar negatif" in legend
+    assert "tokenin üzerine" in legend and "hover" not in legend
+    english = render.legend_html(2.5, 0.75, simulated=True)  # outside: English again
+    assert "activation up to 2.5" in english
+
+
+def test_charts_have_turkish_titles_legends_and_a_decimal_comma():
+    from core.types import LayerScores
+    from dashboard import charts
+
+    rows = [LayerScores(layer=0, mean_score=0.41, median_score=0.38, scored=12),
+            LayerScores(layer=1, mean_score=0.22, median_score=0.2, scored=9)]
+    with i18n.speaking("tr"):
+        spec = charts.scores_by_layer_chart(rows).to_dict()
+    text = json.dumps(spec, ensure_ascii=False)
+    assert "nöron başına en iyi puan" in text and "katman" in text
+    assert "ortalama" in text and "ortanca" in text and '"mean"' not in text  # the legend's values
+    assert spec["config"]["locale"]["number"]["decimal"] == ","
+    assert charts.scores_by_layer_chart(rows).to_dict()["config"]["locale"]["number"]["decimal"] == "."
