@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from babel import Locale
 from babel.numbers import get_decimal_symbol, get_group_symbol
@@ -37,6 +38,10 @@ LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 """The catalogs: locales/messages.pot (extracted) and locales/LANG/LC_MESSAGES/messages.po and .mo."""
 
 DOMAIN = "messages"
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pandas.io.formats.style import Styler
 
 _FIELD = re.compile(r"{(\w*)[^{}]*}")
 
@@ -151,3 +156,14 @@ def score(value: float | None, digits: int = 2) -> str:
     if value is None:
         return _("undefined")
     return number(value, f".{digits}f")
+
+
+def number_columns(frame: pd.DataFrame, **digits: int) -> Styler:
+    """`frame` for st.dataframe with the named number columns shown with that many decimals in the session's
+    language (0,42 in Turkish); the cells stay numbers, so the columns still sort as numbers. Empty cells stay empty."""
+    decimal, group = number_symbols(language())
+    styler = frame.style
+    for column, places in digits.items():
+        if column in frame.columns:
+            styler = styler.format(precision=places, decimal=decimal, thousands=group, na_rep="", subset=[column])
+    return styler

@@ -32,6 +32,9 @@ SPLITS: dict[str, str] = {"explain": N_("shown to the explainer"), "calibrate": 
                           "score": N_("held out for scoring"), "view": N_("for viewing only")}
 """core.types.Split values as pages name them (marked: `_` at use)."""
 
+RATINGS: dict[str, str] = {"right": N_("right"), "partly": N_("partly"), "wrong": N_("wrong")}
+"""core.types.Rating values in the tables (marked: `_` at use)."""
+
 STATUSES: dict[str, str] = {"ok": N_("ok"), "failed": N_("failed"), "suggested": N_("suggested")}
 """Explanation statuses in the tables (marked: `_` at use)."""
 

@@ -10,7 +10,7 @@ import streamlit as st
 from core import views
 from core.types import QUANTILE_BINS, ExcerptKind
 from dashboard import charts, widgets
-from dashboard.i18n import N_, _, number
+from dashboard.i18n import N_, _, number, number_columns
 from dashboard.render import SPLITS, STATUSES, HeatmapRow, named
 from dashboard.state import page_context
 
@@ -44,7 +44,8 @@ with st.expander(_("All explanations ({pipeline} from the pipeline, {suggested} 
               "score": s.score.score_all if s.score else None, "top": s.score.score_top if s.score else None,
               "random": s.score.score_random if s.score else None, "status": _("suggested")} for s in suggestions]
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        st.dataframe(number_columns(pd.DataFrame(rows), score=2, top=2, random=2), hide_index=True, width="stretch",
+                     column_config={
             "explanation": _("explanation"), "explainer": _("explainer"), "model": _("model"), "prompt": _("prompt"),
             "simulator": _("simulator"), "score": _("score"), "top": _("top"), "random": _("random"),
             "status": _("status")})

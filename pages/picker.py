@@ -11,11 +11,10 @@ import streamlit as st
 from core import views
 from core.types import NeuronId
 from dashboard import widgets
-from dashboard.i18n import _, number
+from dashboard.i18n import _, number, number_columns
 from dashboard.state import page_context
 
-TABLE_ROWS = 500
-"""Most neurons the table lists at once."""
+TABLE_ROWS = 500  # most neurons the table lists at once (a comment: Streamlit would show a bare string)
 
 ctx = page_context()
 layers, neurons_per_layer = ctx.info.layers, ctx.info.neurons_per_layer
@@ -95,13 +94,14 @@ frame = pd.DataFrame({
     "min": [r.min_activation for r in found.rows],
 })
 st.dataframe(
-    frame, key="picker_table", on_select=picked, selection_mode="single-row", hide_index=True, width="stretch",
+    number_columns(frame, score=2, max=3, min=3), key="picker_table", on_select=picked, selection_mode="single-row",
+    hide_index=True, width="stretch",
     column_config={
         "layer": _("layer"), "neuron": _("neuron"),
-        "score": st.column_config.NumberColumn(_("score"), format="%.2f"),
+        "score": st.column_config.NumberColumn(_("score")),
         "density": st.column_config.ProgressColumn(_("density"), format="percent", min_value=0.0, max_value=1.0),
-        "max": st.column_config.NumberColumn(_("max"), format="%.3f"),
-        "min": st.column_config.NumberColumn(_("min"), format="%.3f"),
+        "max": st.column_config.NumberColumn(_("max")),
+        "min": st.column_config.NumberColumn(_("min")),
         "explanation": st.column_config.TextColumn(_("explanation"), width="large"),
     },
 )

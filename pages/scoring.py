@@ -13,9 +13,9 @@ from core import views
 from core.live import LiveError, suggest
 from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
 from dashboard import charts, widgets
-from dashboard.i18n import N_, _, number
+from dashboard.i18n import N_, _, number, number_columns
 from dashboard.i18n import score as score_text
-from dashboard.render import EXCERPT_KINDS, HeatmapRow, named
+from dashboard.render import EXCERPT_KINDS, RATINGS, HeatmapRow, named
 from dashboard.state import live_work, page_context
 
 ctx = page_context()
@@ -90,7 +90,8 @@ else:
     if simulated.simulated:
         chart, table = st.columns([3, 2])
         chart.altair_chart(charts.scatter_chart(simulated), width="stretch")
-        table.dataframe(charts.excerpt_scores_frame(simulated), hide_index=True, width="stretch",
+        table.dataframe(number_columns(charts.excerpt_scores_frame(simulated), score=2, **{"max activation": 3}),
+                    hide_index=True, width="stretch",
                         column_config=charts.excerpt_score_headers())
     else:
         st.caption(_("Simulated activations appear here once the neuron has a scored explanation or a suggestion."))
@@ -133,12 +134,12 @@ if last and last[0] == neuron:
                                  widgets.score_badge(score.score_all if score else None))
 suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
-    st.dataframe(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
+    st.dataframe(number_columns(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
                                 "score": s.score.score_all if s.score else None,
                                 "top": s.score.score_top if s.score else None,
                                 "random": s.score.score_random if s.score else None,
                                 "simulator": s.score.simulator if s.score else "", "when (UTC)": s.created_at}
-                               for s in suggestions]), hide_index=True, width="stretch",
+                               for s in suggestions]), score=2, top=2, random=2), hide_index=True, width="stretch",
                  column_config={"suggestion": _("suggestion"), "by": _("by"), "source": _("source"),
                                 "score": _("score"), "top": _("top"), "random": _("random"),
                                 "simulator": _("simulator"), "when (UTC)": _("when (UTC)")})
@@ -165,8 +166,10 @@ else:
             st.success(_("Rating saved."))
 ratings = ctx.notes_view(views.people, neuron).ratings  # a rating saved above is in it (the notes changed)
 if ratings:
-    st.dataframe(pd.DataFrame([{"rating": r.rating.value, "explanation": r.explanation_text, "score": r.score,
-                                "note": r.note, "by": r.author, "when (UTC)": r.created_at} for r in ratings]),
+    st.dataframe(number_columns(pd.DataFrame([{"rating": named(RATINGS, r.rating.value),
+                                               "explanation": r.explanation_text, "score": r.score, "note": r.note,
+                                               "by": r.author,
+                                               "when (UTC)": r.created_at} for r in ratings]), score=2),
                  hide_index=True, width="stretch",
                  column_config={"rating": _("rating"), "explanation": _("explanation"), "score": _("score"),
                                 "note": _("note"), "by": _("by"), "when (UTC)": _("when (UTC)")})

@@ -13,12 +13,11 @@ from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
 from dashboard import widgets
-from dashboard.i18n import _, number
+from dashboard.i18n import _, number, number_columns
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
-MAX_TOKENS = 256
-"""Longest text (in tokens) one forward pass here reads."""
+MAX_TOKENS = 256  # longest text (in tokens) one forward pass here reads (a comment: Streamlit would show a string)
 
 ctx = page_context()
 neuron = ctx.neuron
@@ -61,9 +60,9 @@ position = st.selectbox(_("Token"), range(len(tokens)), index=int(np.argmax(colu
                         format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
 top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
 rows = ctx.view(views.neuron_rows, top)
-st.dataframe(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
+st.dataframe(number_columns(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
                             "explanation": rows[n].explanation if n in rows else None,
-                            "score": rows[n].score if n in rows else None} for n in top]),
+                            "score": rows[n].score if n in rows else None} for n in top]), activation=3, score=2),
              hide_index=True, width="stretch",
              column_config={"neuron": _("neuron"), "activation": _("activation"), "explanation": _("explanation"),
                             "score": _("score")})

@@ -238,6 +238,18 @@ def test_every_marked_literal_reaches_the_catalog():
     assert not problems, "\n".join(problems)
 
 
+def test_no_page_shows_a_bare_string():
+    """Streamlit's magic writes a string standing alone in a page script (a docstring under a constant, say) onto the
+    page, untranslated: only the module's docstring may stand alone."""
+    problems = []
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").rglob("*.py"))]:
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for statement in body[1:]:
+            if isinstance(statement, ast.Expr) and isinstance(statement.value, (ast.Constant, ast.JoinedStr)):
+                problems.append(f"{path.relative_to(ROOT)}:{statement.lineno}")
+    assert not problems, f"strings Streamlit would show as they are (make them comments): {problems}"
+
+
 def test_no_file_that_uses_the_marker_rebinds_it():
     """`a, _ = ...` in a page would turn every later `_(...)` of that run into a call of something else."""
     problems = []
