@@ -169,8 +169,8 @@ def _secret_key() -> str | None:
 def live_settings_sidebar() -> LiveBackend:
     """The sidebar's "live work" settings: backend, and for openai the model, base URL, key and spending cap."""
     with st.sidebar.expander(_("Live work (scoring, generating)"), expanded=False):
-        kind = st.radio(_("Backend"), list(BACKEND_LABELS), format_func=lambda k: _(BACKEND_LABELS[k]),
-                        key="llm_backend")
+        names = {kind: _(label) for kind, label in BACKEND_LABELS.items()}  # now: AppTest formats after the run
+        kind = st.radio(_("Backend"), list(BACKEND_LABELS), format_func=names.__getitem__, key="llm_backend")
         if kind == BackendKind.OPENAI:
             model = st.text_input(_("Model"), value=DEFAULT_OPENAI_MODEL, key="llm_model")
             base_url = st.text_input(_("Base URL"), value=os.environ.get("OPENAI_BASE_URL", ""), key="llm_base_url",

@@ -60,8 +60,9 @@ for column, (page, title) in zip(st.columns(4), links, strict=True):
 
 st.subheader(_("All neurons"))
 f_layer, f_sort, f_dir, f_search = st.columns([1, 1, 1, 3])
-layer = f_layer.selectbox(_("Layer"), ["all", *range(layers)], key="picker_layer",
-                          format_func=lambda value: _("all") if value == "all" else str(value))
+# options' labels are looked up now, not in format_func (AppTest calls it after the run, outside the session)
+layer_names: dict[str | int, str] = {"all": _("all"), **{index: str(index) for index in range(layers)}}
+layer = f_layer.selectbox(_("Layer"), ["all", *range(layers)], key="picker_layer", format_func=layer_names.__getitem__)
 order = f_sort.selectbox(_("Sort by"), ["score", "density", "max", "min", "neuron"], key="picker_order",
                          format_func={"score": _("score"), "density": _("density"), "max": _("max activation"),
                                       "min": _("min activation"), "neuron": _("layer, index")}.__getitem__)

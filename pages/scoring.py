@@ -30,8 +30,11 @@ explained, suggestions = view.explained, people.suggestions
 current: ExplanationRecord | None = None
 if explained:
     if len(explained) > 1:
+        # labels made now, not in format_func (AppTest calls it after the run, outside the session's language)
+        explanation_labels = {e.explanation_id: f"{score_text(e.score_all)} · {e.explainer} · {e.text}"[:120]
+                              for e in explained}
         current = st.selectbox(_("Explanation"), explained, key="scoring_explanation",
-                               format_func=lambda e: f"{score_text(e.score_all)} · {e.explainer} · {e.text}"[:120])
+                               format_func=lambda e: explanation_labels[e.explanation_id])
     else:
         current = explained[0]
     assert current is not None and current.text is not None  # explained ones have text
@@ -60,7 +63,7 @@ for s in suggestions:
 left, right = st.columns([3, 1])
 shown = left.selectbox(_("Simulation shown"), list(sources), key="scoring_source") if sources else None
 mode = right.radio(_("View"), [N_("side by side"), N_("overlaid")], horizontal=True, key="scoring_mode",
-                   format_func=_)
+                   format_func={"side by side": _("side by side"), "overlaid": _("overlaid")}.__getitem__)
 source = sources.get(shown) if shown else None
 if isinstance(source, Suggestion) and source.score is not None:
     simulated = ctx.notes_view(views.live_simulation, neuron, source.score.score_id)
@@ -152,8 +155,9 @@ if not choices:
     st.caption(_("Nothing to rate yet: this neuron has no explanation or suggestion."))
 else:
     with st.form("review_form"):
+        review_labels = [f"{score_text(score)} · {text}"[:120] for _ref, text, score in choices]
         picked = st.selectbox(_("Explanation"), range(len(choices)), key="review_choice",
-                              format_func=lambda i: f"{score_text(choices[i][2])} · {choices[i][1]}"[:120])
+                              format_func=review_labels.__getitem__)
         verdict = st.radio(_("Does it say what the neuron does?"), [r.value for r in Rating], horizontal=True,
                            key="review_rating", format_func={"right": _("✓ right"), "partly": _("~ partly"),
                                                              "wrong": _("✗ wrong")}.__getitem__)

@@ -238,6 +238,28 @@ def test_every_marked_literal_reaches_the_catalog():
     assert not problems, "\n".join(problems)
 
 
+LOOKUPS = {"_", "N_", "number", "score", "score_text", "named", "language"}
+"""Functions that read the session's language when called."""
+
+
+def test_no_format_func_looks_the_language_up_when_called():
+    """Option labels are made in the run: AppTest calls a widget's format_func afterwards, outside the session
+    (English there), so a lookup inside format_func shows one language and finds the other; make a dict first."""
+    problems = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for keyword in node.keywords if isinstance(node, ast.Call) else []:
+                if keyword.arg != "format_func":
+                    continue
+                value = keyword.value
+                body = value.body if isinstance(value, ast.Lambda) else value
+                names = {n.id for n in ast.walk(body) if isinstance(n, ast.Name)} if isinstance(value, ast.Lambda) \
+                    else ({value.id} if isinstance(value, ast.Name) else set())
+                if names & LOOKUPS:
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(value)[:80]}")
+    assert not problems, "format_func that looks up the language when called:\n" + "\n".join(problems)
+
+
 def test_no_page_shows_a_bare_string():
     """Streamlit's magic writes a string standing alone in a page script (a docstring under a constant, say) onto the
     page, untranslated: only the module's docstring may stand alone."""

@@ -33,13 +33,14 @@ INTERFACE_OPTIONS = {"lang", "llm_backend", "scoring_mode", "review_rating", "pi
 WORD = re.compile(r"[A-Za-zÇĞİÖŞÜçğıöşüâîû]+")
 CODE = re.compile(r"`[^`]*`")
 PLACEHOLDER = re.compile(r"{[^{}]*}")
+PATH = re.compile(r"\S*/\S*")
 TOKEN_SPAN = re.compile(r"<span[^>]*title=[^>]*>.*?</span>", re.S)
 TOKEN_CELL = re.compile(r"<td[^>]*ui-monospace[^>]*>.*?</td>", re.S)
 
 
 def words(text: str) -> set[str]:
-    """Lower-case words of three letters or more of a text, code spans and placeholders taken out."""
-    text = PLACEHOLDER.sub(" ", CODE.sub(" ", text))
+    """Lower-case words of three letters or more of a text, code spans, placeholders and paths taken out."""
+    text = PATH.sub(" ", PLACEHOLDER.sub(" ", CODE.sub(" ", text)))
     return {word.casefold() for word in WORD.findall(text) if len(word) >= 3}
 
 
@@ -81,6 +82,8 @@ def interface_text(at) -> list[str]:
     found: list[str] = []
     for node in (*_nodes(at.main), *_nodes(at.sidebar)):
         kind = type(node).__name__
+        if getattr(node, "key", None) == i18n.LANGUAGE_KEY:
+            continue  # the switch names both languages on purpose
         for name in ("label", "help", "placeholder"):
             value = getattr(node, name, None)
             if isinstance(value, str):
