@@ -37,7 +37,6 @@ def frame() -> Frame:
 
 
 st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
-widgets.language_selector()  # first: every title below is in its language
 navigation = st.navigation([
     st.Page(PAGES["home"], title=_("Home"), icon=":material/home:", default=True),
     st.Page(PAGES["picker"], title=_("Find a neuron"), icon=":material/search:"),
@@ -46,5 +45,8 @@ navigation = st.navigation([
     st.Page(PAGES["related"], title=_("Related neurons"), icon=":material/hub:"),
     st.Page(PAGES["try"], title=_("Try your own text"), icon=":material/edit_note:"),
 ])
+# after st.navigation: a widget made before it gets another identity on each page and loses its value (the titles
+# above read the choice from the session or the URL, dashboard/i18n.py)
+widgets.language_selector()
 with frame_running(frame()):
     navigation.run()

@@ -93,9 +93,10 @@ def language() -> str:
         return DEFAULT_LANGUAGE
     import streamlit as st
 
-    chosen = st.session_state.get(LANGUAGE_KEY)
-    if chosen in LANGUAGES:
-        return str(chosen)
+    # the switch's value; before the switch is drawn in a run (the navigation's titles), the URL it is bound to
+    for chosen in (st.session_state.get(LANGUAGE_KEY), st.query_params.get(LANGUAGE_KEY)):
+        if chosen in LANGUAGES:
+            return str(chosen)
     return browser_language(st.context.locale)
 
 
