@@ -34,13 +34,15 @@ WORD = re.compile(r"[A-Za-zÇĞİÖŞÜçğıöşüâîû]+")
 CODE = re.compile(r"`[^`]*`")
 PLACEHOLDER = re.compile(r"{[^{}]*}")
 PATH = re.compile(r"\S*/\S*")
+LINK_TARGET = re.compile(r"\]\([^)]*\)")
 TOKEN_SPAN = re.compile(r"<span[^>]*title=[^>]*>.*?</span>", re.S)
 TOKEN_CELL = re.compile(r"<td[^>]*ui-monospace[^>]*>.*?</td>", re.S)
 
 
 def words(text: str) -> set[str]:
-    """Lower-case words of three letters or more of a text, code spans, placeholders and paths taken out."""
-    text = PATH.sub(" ", PLACEHOLDER.sub(" ", CODE.sub(" ", text)))
+    """Lower-case words of three letters or more of a text; code spans, placeholders, paths and the targets of
+    Markdown links taken out."""
+    text = PATH.sub(" ", PLACEHOLDER.sub(" ", CODE.sub(" ", LINK_TARGET.sub("] ", text))))
     return {word.casefold() for word in WORD.findall(text) if len(word) >= 3}
 
 
