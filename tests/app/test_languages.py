@@ -60,13 +60,15 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def data_words(cache_path) -> set[str]:
-    """Words of what the cache holds and pages show as it is: explanations, suggestions, names."""
+    """Words of what the cache holds and pages show as it is: explanations, names (of explained neurons only)."""
     reader = opened(cache_path).reader
     info = views.info(reader)
     rows = views.neuron_list(reader, None, "", "score", True, 100_000).rows
     found = words(f"{info.model} {info.corpus}")
     for row in rows:
-        found |= words(row.explanation or "")
+        if row.explanation is None:
+            continue
+        found |= words(row.explanation)
         for explanation in reader.explanations(row.neuron):
             found |= words(f"{explanation.text or ''} {explanation.explainer} {explanation.simulator} "
                            f"{explanation.model or ''} {explanation.prompt_version or ''}")
