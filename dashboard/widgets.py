@@ -194,8 +194,8 @@ def explanation_card(text: str, source: str = "", badge: str = "") -> None:
 
 
 def score_badge(score: float | None) -> str:
-    """The badge of an explanation card."""
-    return f"score {format_score(score)}"
+    """The badge of an explanation card ("no score" where there is none)."""
+    return "no score" if score is None else f"score {format_score(score)}"
 
 
 def page_end() -> None:

@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from core import views
+from core.live import ON_VIEW_SOURCE
 from core.types import QUANTILE_BINS, ExcerptKind
-from dashboard import charts, widgets
+from dashboard import charts, onview, widgets
 from dashboard.render import HeatmapRow
 from dashboard.state import page_context
 
@@ -21,23 +22,30 @@ stats = widgets.recorded(neuron, view.stats)
 people = ctx.notes_view(views.people, neuron)
 
 # --- explanations -------------------------------------------------------------------------------------------
-explanations, suggestions = view.explanations, people.suggestions
+explanations = view.explanations
 best = explanations[0] if explanations else None
 if best is not None and best.text:
     widgets.explanation_card(best.text, f"{best.explainer} · scored by {best.simulator}",
                              widgets.score_badge(best.score_all))
+elif (made := onview.on_view(ctx, neuron)) is not None:
+    onview.explanation_card(made)
+    people = ctx.notes_view(views.people, neuron)  # with the one kept now
 else:
     widgets.not_computed("An explanation of this neuron",
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
+onview.evidence_table(ctx, neuron)
+suggestions = people.suggestions
 with st.expander(f"All explanations ({len(explanations)} from the pipeline, {len(suggestions)} suggested here)",
                  expanded=len(explanations) + len(suggestions) > 1):
     rows = [{"explanation": e.text or f"(failed: {e.failure})", "explainer": e.explainer, "model": e.model or "",
              "prompt": e.prompt_version or "", "simulator": e.simulator, "score": e.score_all, "top": e.score_top,
-             "random": e.score_random, "status": str(e.status)} for e in explanations]
+             "random": e.score_random, "status": str(e.status), "scoring excerpts": ""} for e in explanations]
     rows += [{"explanation": s.text, "explainer": s.source if s.source != "person" else f"person: {s.author}",
               "model": "", "prompt": "", "simulator": s.score.simulator if s.score else "",
               "score": s.score.score_all if s.score else None, "top": s.score.score_top if s.score else None,
-              "random": s.score.score_random if s.score else None, "status": "suggested"} for s in suggestions]
+              "random": s.score.score_random if s.score else None,
+              "status": "made on view" if s.source == ON_VIEW_SOURCE else "suggested",
+              "scoring excerpts": onview.seen_note(s.score)} for s in suggestions]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 widgets.generate_panel(ctx)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import views
-from core.score import format_score
 from core.types import NeuronId, RelatedNeuronKind
-from dashboard import render, widgets
+from dashboard import onview, render, widgets
 from dashboard.state import page_context
 
 ctx = page_context()
@@ -19,6 +18,8 @@ limit = st.slider("Neurons per list", 3, 10, 5, key="related_limit")
 view = ctx.view(views.related, neuron, limit)
 if view.best is not None and view.best.explanation:
     widgets.explanation_card(view.best.explanation, "best explanation", widgets.score_badge(view.best.score))
+elif (made := onview.on_view(ctx, neuron)) is not None:
+    onview.explanation_card(made)
 
 TITLES = {
     RelatedNeuronKind.UPSTREAM_POSITIVE: "Upstream: feed it positively",
@@ -48,6 +49,7 @@ def none_because(kind: RelatedNeuronKind) -> str:
 if not view.computed:
     widgets.not_computed("Related neurons", f"python -m core related {ctx.reader.path}")
 else:
+    made_on_view = onview.fill_rows(ctx, view.rows, (r.neuron for _, group in view.neurons for r in group))
     for kind, found in view.neurons:
         st.subheader(TITLES[kind])
         if not found:
@@ -58,13 +60,19 @@ else:
                  label_visibility="collapsed")
         table = []
         for related in found:
-            other = view.rows.get(related.neuron)
-            table.append([str(related.neuron), other.explanation if other and other.explanation else
-                          "(no explanation yet)", format_score(other.score if other else None),
-                          f"{related.strength:+.3f}"])
+            other, on_view = view.rows.get(related.neuron), made_on_view.get(related.neuron)
+            if other and other.explanation:
+                text, score = other.explanation, other.score
+            elif on_view is not None:
+                text, score = on_view.text + onview.ON_VIEW_MARK, on_view.score.score_all if on_view.score else None
+            else:
+                text, score = "(no explanation: the offline default found nothing to say)", None
+            table.append([str(related.neuron), text, onview.score_text(score), f"{related.strength:+.3f}"])
         st.html(render.table_html(["neuron", "best explanation", "score", "strength"], table,
                                   bars=[r.strength for r in found],
                                   bar_scale=max(abs(r.strength) for r in found) or 1.0, widths=[10, 68, 10, 12]))
+        if any(r.neuron in made_on_view for r in found):
+            st.caption(onview.ON_VIEW_LEGEND)
         st.caption("Open a neuron in a new tab: " + " · ".join(
             f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found))
 

@@ -13,7 +13,7 @@ from core import views
 from core.live import LiveError, suggest
 from core.score import format_score
 from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
-from dashboard import charts, widgets
+from dashboard import charts, onview, widgets
 from dashboard.render import HeatmapRow
 from dashboard.state import live_work, page_context
 
@@ -27,6 +27,7 @@ people = ctx.notes_view(views.people, neuron)
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
 explained, suggestions = view.explained, people.suggestions
 current: ExplanationRecord | None = None
+made: Suggestion | None = None  # the on-view explanation, when the command line has not explained the neuron
 if explained:
     if len(explained) > 1:
         current = st.selectbox("Explanation", explained, key="scoring_explanation",
@@ -40,6 +41,13 @@ if explained:
     cols[0].metric("Score: top and random", format_score(current.score_all))
     cols[1].metric("Top excerpts only", format_score(current.score_top))
     cols[2].metric("Random excerpts only", format_score(current.score_random))
+elif (made := onview.on_view(ctx, neuron)) is not None:
+    onview.explanation_card(made)
+    cols = st.columns(3)
+    cols[0].metric("Score: top and random", onview.score_text(made.score.score_all if made.score else None))
+    cols[1].metric("Top excerpts only", onview.score_text(made.score.score_top if made.score else None))
+    cols[2].metric("Random excerpts only", onview.score_text(made.score.score_random if made.score else None))
+    suggestions = ctx.notes_view(views.people, neuron).suggestions  # with the one kept now
 else:
     widgets.not_computed("An explanation and its scores",
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
@@ -49,8 +57,10 @@ st.subheader("Real and simulated activations on the scoring excerpts")
 sources: dict[str, ExplanationRecord | Suggestion] = {}
 if current is not None:
     sources[f"the explanation above ({current.simulator})"] = current
+elif made is not None and made.score is not None:
+    sources[f"the explanation above, made on view ({made.score.simulator})"] = made
 for s in suggestions:
-    if s.score is not None:
+    if s.score is not None and (made is None or s.suggestion_id != made.suggestion_id):
         sources[f"suggestion #{s.suggestion_id} by {s.author} ({s.score.simulator}, {format_score(s.score.score_all)})"
                 f": {s.text[:60]}"] = s
 left, right = st.columns([3, 1])
@@ -118,15 +128,20 @@ if last and last[0] == neuron:
     with right:
         st.markdown("**Yours**")
         mine, score = result.suggestion, result.suggestion.score
-        widgets.explanation_card(mine.text, f"by {mine.author} · live score with {score.simulator if score else '-'}",
+        widgets.explanation_card(mine.text, f"by {mine.author} · live score with {score.simulator if score else '-'}"
+                                 + (f" · {onview.seen_note(score)}" if onview.seen_note(score) else ""),
                                  widgets.score_badge(score.score_all if score else None))
+        if onview.seen_note(score):
+            st.caption("You wrote it on this page, which shows the scoring excerpts, so its score is optimistic: it "
+                       "is kept as a suggestion and never picks the neuron's best explanation.")
 suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
     st.dataframe(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
                                 "score": s.score.score_all if s.score else None,
                                 "top": s.score.score_top if s.score else None,
                                 "random": s.score.score_random if s.score else None,
-                                "simulator": s.score.simulator if s.score else "", "when (UTC)": s.created_at}
+                                "simulator": s.score.simulator if s.score else "",
+                                "scoring excerpts": onview.seen_note(s.score), "when (UTC)": s.created_at}
                                for s in suggestions]), hide_index=True, width="stretch")
 
 # --- human review ------------------------------------------------------------------------------------------------

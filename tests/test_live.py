@@ -77,3 +77,28 @@ def test_a_forward_pass_on_a_persons_text(tiny_model_folder, tmp_path):
     assert queue.labels == ["Running the model on your text"]
     with pytest.raises(LiveError, match=r"^Cannot run"):
         text_activations(str(tmp_path / "no-model"), 0, "x")
+
+
+def test_a_neuron_viewed_first_is_explained_once_by_the_offline_default_into_the_notes(cache):
+    from core.live import ON_VIEW_SOURCE, explain_on_view
+
+    queue, neuron = Queue(), NeuronId(1, 3)
+    made = explain_on_view(cache.reader, cache.notes, neuron, queue)
+    assert made is not None and made.source == ON_VIEW_SOURCE and is_readable(made.text)
+    assert made.score is not None and made.score.simulator == "baseline"
+    assert made.score.author_saw_score_excerpts is False  # the offline explainer reads only EXPLAIN excerpts
+    assert cache.notes.live_score_by_id(made.score.score_id).simulations  # kept for the scoring page
+    again = explain_on_view(cache.reader, cache.notes, neuron, queue)
+    assert again is not None and again.suggestion_id == made.suggestion_id and len(queue.labels) == 1
+    assert cache.notes.suggestions_from(ON_VIEW_SOURCE, [neuron, NeuronId(1, 4)]) == {neuron: again}
+    assert cache.reader.explanations(neuron) == []  # never in the results
+
+
+def test_only_a_persons_suggestion_is_kept_as_written_after_seeing_the_scoring_excerpts(cache):
+    made = suggest(cache.reader, cache.notes, NeuronId(0, 1), "the word 'mat'", "Ada", BASELINE)
+    assert made.suggestion.score is not None and made.suggestion.score.author_saw_score_excerpts
+    assert made.current is not None and not made.current.author_saw_score_excerpts  # the pipeline's explanation
+    generated = generate(cache.reader, cache.notes, NeuronId(1, 8), BASELINE)
+    assert generated.score is not None and not generated.score.author_saw_score_excerpts
+    # a seen score, however high, never picks the best explanation: that is the results' own
+    assert cache.reader.explanations(NeuronId(0, 1))[0].text == "cats and mats"

@@ -69,6 +69,27 @@ class NotesQueries(Queries):
             for r in rows
         ]
 
+    def suggestions_from(self, source: str, neurons: Sequence[NeuronId]) -> dict[NeuronId, Suggestion]:
+        """The latest suggestion from `source` (e.g. the offline default run when a neuron is first viewed) of each
+        of these neurons that has one, with its live score."""
+        if not neurons:
+            return {}
+        rows = self._db.cursor().execute(
+            "SELECT s.suggestion_id, s.layer, s.neuron, s.text, s.author, s.source, "
+            "strftime(s.created_at, '%Y-%m-%d %H:%M:%S'), "
+            "l.score_id, l.simulator, l.score_all, l.score_top, l.score_random, l.author_saw_score_excerpts "
+            f"FROM {NOTES}.suggestions s JOIN (SELECT unnest(?) AS layer, unnest(?) AS neuron) w USING (layer, neuron) "
+            f"LEFT JOIN {NOTES}.live_scores l USING (score_id) WHERE s.source = ? ORDER BY s.suggestion_id",
+            [[n.layer for n in neurons], [n.neuron for n in neurons], source],
+        ).fetchall()
+        found: dict[NeuronId, Suggestion] = {}
+        for r in rows:  # later ids overwrite earlier ones: the latest is kept
+            neuron = NeuronId(int(r[1]), int(r[2]))
+            score = None if r[7] is None else LiveScore(int(r[7]), neuron, r[3], r[8], r[9], r[10], r[11], (),
+                                                        r[12] is not False)
+            found[neuron] = Suggestion(int(r[0]), neuron, r[3], r[4], r[5], r[6], score)
+        return found
+
     def ratings(self, neuron: NeuronId) -> list[HumanRating]:
         """A neuron's ratings, newest first."""
         rows = self._db.cursor().execute(

@@ -90,7 +90,7 @@ def test_real_and_simulated_heatmaps_and_a_live_suggestion(dashboard, dashboard_
     wait_ready(page)
     card = page.locator(".na-card", has_text="the word 'return' and numbers").first
     card.wait_for(timeout=60_000)
-    assert re.search(r"score (-?\d\.\d\d|undefined)", card.inner_text())
+    assert re.search(r"score -?\d\.\d\d|no score", card.inner_text())
     assert "by Ada" in card.inner_text() and "live score with baseline" in card.inner_text()
     shoot(page, artifacts, "scoring", 3200)
 
