@@ -129,9 +129,12 @@ def suggest(
     the same simulator too, so the two compare fairly. The person wrote theirs on the page that shows the scoring
     excerpts, so its score is kept as seen (optimistic); the stored explanation's explainer never saw them."""
     mine = score_text(reader, notes, neuron, text, backend, queue, author_saw_score_excerpts=True)
-    best = next((e for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
-    current = (score_text(reader, notes, neuron, best.text, backend, queue, author_saw_score_excerpts=False)
-               if best and best.text else None)
+    best = next((e.text for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
+    if best is None:  # the one the dashboard made on view, if any, is what the page shows as the neuron's
+        on_view = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
+        best = on_view.text if on_view is not None else None
+    current = (score_text(reader, notes, neuron, best, backend, queue, author_saw_score_excerpts=False)
+               if best else None)
     return Suggested(notes.add_suggestion(neuron, text, author, "person", mine.score_id), current)
 
 
@@ -242,3 +245,16 @@ def text_activations(
     except _failures() as error:
         raise LiveError(f"Cannot run {model} here: {error}") from error
     return TextActivations(tuple(token_strings(subject.tokenizer, ids)), activations)
+
+
+def model_problem(model: str) -> str | None:
+    """Why `model` cannot run here (not on this machine: nothing is downloaded at run time), or None when its
+    tokenizer loads without a download. For caches whose model may be missing (imported ones); cheap: no weights."""
+    from core.models import ModelError, load_tokenizer
+
+    try:
+        load_tokenizer(model)
+    except ModelError as error:
+        return str(error)
+    return None
+

@@ -10,7 +10,7 @@ import streamlit as st
 from core import views
 from core.live import ON_VIEW_SOURCE
 from core.types import QUANTILE_BINS, ExcerptKind
-from dashboard import charts, onview, widgets
+from dashboard import charts, imported, onview, widgets
 from dashboard.render import HeatmapRow
 from dashboard.state import page_context
 
@@ -85,5 +85,5 @@ for group in view.groups:
 
 # --- related tokens ---------------------------------------------------------------------------------------------
 st.subheader("Related tokens")
-widgets.related_tokens_panel(ctx, view.tokens)
+imported.tokens_panel(ctx, view.tokens, imported.missing_model(ctx))
 widgets.page_end()

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import views
 from core.types import NeuronId, RelatedNeuronKind
-from dashboard import onview, render, widgets
+from dashboard import imported, onview, render, widgets
 from dashboard.state import page_context
 
 ctx = page_context()
@@ -46,11 +46,20 @@ def none_because(kind: RelatedNeuronKind) -> str:
     return "none"
 
 
+missing = imported.missing_model(ctx)  # an imported cache without its model: only correlated neurons exist
+if missing is not None:
+    imported.needs_model(ctx, missing, "upstream and downstream neurons and related tokens (from the weights)",
+                         imported.related_command(ctx))
 if not view.computed:
-    widgets.not_computed("Related neurons", f"python -m core related {ctx.reader.path}")
+    if missing is None:
+        widgets.not_computed("Related neurons", f"python -m core related {ctx.reader.path}")
+    else:
+        st.caption("No correlated neurons: none shares enough excerpts with this one in the imported files.")
 else:
     made_on_view = onview.fill_rows(ctx, view.rows, (r.neuron for _, group in view.neurons for r in group))
     for kind, found in view.neurons:
+        if missing is not None and kind != RelatedNeuronKind.CORRELATED:
+            continue
         st.subheader(TITLES[kind])
         if not found:
             st.caption(none_because(kind))
@@ -77,5 +86,10 @@ else:
             f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found))
 
 st.subheader("Related tokens")
-widgets.related_tokens_panel(ctx, view.tokens)
+if missing is None:
+    widgets.related_tokens_panel(ctx, view.tokens)
+elif any(tokens for _, tokens in view.tokens):
+    widgets.related_tokens_panel(ctx, [(kind, tokens) for kind, tokens in view.tokens if tokens])
+else:
+    st.caption("They need the model (see above).")
 widgets.page_end()

@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import widgets
+from dashboard import imported, widgets
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -22,6 +22,10 @@ MAX_TOKENS = 256
 ctx = page_context()
 neuron = ctx.neuron
 st.title(f"Neuron {neuron} — try your own text")
+if (missing := imported.missing_model(ctx)) is not None:
+    imported.needs_model(ctx, missing, "the activations of your own text", "and reload this page.")
+    widgets.page_end()
+    st.stop()
 st.caption(f"Runs the cache's model ({ctx.info.model}) on your text, up to layer {neuron.layer}.")
 with st.form("try_form"):
     text = st.text_area("Text", key="try_text", height=120, max_chars=4000,

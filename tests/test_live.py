@@ -102,3 +102,14 @@ def test_only_a_persons_suggestion_is_kept_as_written_after_seeing_the_scoring_e
     assert generated.score is not None and not generated.score.author_saw_score_excerpts
     # a seen score, however high, never picks the best explanation: that is the results' own
     assert cache.reader.explanations(NeuronId(0, 1))[0].text == "cats and mats"
+
+
+def test_a_suggestion_on_a_neuron_explained_on_view_is_compared_with_that_explanation(cache):
+    from core.live import explain_on_view
+
+    neuron = NeuronId(1, 6)
+    shown = explain_on_view(cache.reader, cache.notes, neuron)
+    assert shown is not None and shown.score is not None
+    made = suggest(cache.reader, cache.notes, neuron, "the word 'cat'", "Ada", BASELINE)
+    assert made.current is not None and made.current.text == shown.text
+    assert made.current.score_id == shown.score.score_id  # the same simulator: scored once, on view

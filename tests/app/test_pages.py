@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from core import paths
+from core.live import ON_VIEW_SOURCE
 from core.paths import notes_path
 from core.score import is_readable
 from core.store import DashboardCache
@@ -326,12 +327,13 @@ def test_generating_an_explanation_keeps_it_as_a_scored_suggestion(app, app_cach
     assert "free" in texts(at)
     at.button(key="generate").click().run()
     no_errors(at)
-    kept = opened(app_cache).notes.suggestions(NeuronId(0, 9))
+    kept = [s for s in opened(app_cache).notes.suggestions(NeuronId(0, 9)) if s.source != ON_VIEW_SOURCE]
     assert len(kept) == 1 and kept[0].source == "baseline" and is_readable(kept[0].text)
     assert kept[0].score is not None and kept[0].score.simulator == "baseline"
     assert "New explanation kept as a suggestion" in at.success[0].value
     at.run()
-    assert any(kept[0].text in str(v) for v in at.dataframe[0].value["explanation"])
+    table = next(d.value for d in at.dataframe if "explanation" in d.value.columns)  # after the evidence table
+    assert any(kept[0].text in str(v) for v in table["explanation"])
 
 
 def test_openai_settings_show_the_cost_and_never_the_key(app, app_cache):
