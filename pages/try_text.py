@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import imported, widgets
+from dashboard import imported, onview, widgets
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -61,10 +61,24 @@ position = st.selectbox("Token", range(len(tokens)), index=int(np.argmax(column)
                         format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
 top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
 rows = ctx.view(views.neuron_rows, top)
+made = ctx.notes_view(views.on_view_explanations, top)  # those already made on view (none are made here)
+
+
+def explained(n: NeuronId) -> tuple[str, str]:
+    """A listed neuron's explanation and score as shown: the command line's, else one made on view (marked)."""
+    if n in rows and rows[n].explanation:
+        return rows[n].explanation or "", onview.score_text(rows[n].score)
+    if n in made:
+        return made[n].text + onview.ON_VIEW_MARK, onview.score_text(made[n].score.score_all if made[n].score
+                                                                      else None)
+    return "(not explained yet: open it to explain it)", "no score"
+
+
 st.dataframe(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
-                            "explanation": rows[n].explanation if n in rows else None,
-                            "score": rows[n].score if n in rows else None} for n in top]),
+                            "explanation": explained(n)[0], "score": explained(n)[1]} for n in top]),
              hide_index=True, width="stretch")
+if any(n in made and not (n in rows and rows[n].explanation) for n in top):
+    st.caption(onview.ON_VIEW_LEGEND)
 for slot, other in zip(st.columns(5), top[:5], strict=True):
     with slot:
         widgets.neuron_button(other, key=f"try_go_{other.neuron}")

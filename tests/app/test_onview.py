@@ -9,7 +9,7 @@ import html
 
 from test_pages import no_errors, opened, texts
 
-from core.live import ON_VIEW_SOURCE
+from core.live import ON_VIEW_SOURCE, explain_on_view
 from core.score import is_readable
 from core.types import NeuronId
 from dashboard.onview import ON_VIEW_NOTE, SEEN_MARK
@@ -107,3 +107,21 @@ def test_a_suggestion_written_on_the_scoring_page_is_marked_as_seen_and_never_pi
     assert opened(app_cache).reader.neuron_rows([neuron])[neuron].explanation == best_before
     shown = next(d.value for d in at.dataframe if "scoring excerpts" in d.value.columns)
     assert SEEN_MARK in set(shown["scoring excerpts"])
+
+
+def test_the_try_page_lists_explanations_made_on_view_and_no_score_where_there_is_none(app, app_cache):
+    at = app(layer=1, neuron=7).run()
+    at.switch_page("pages/try_text.py").run()
+    next(b for b in at.button if b.label == "Run the model").click().run()
+    no_errors(at)
+    table = next(d.value for d in at.dataframe if "activation" in d.value.columns)
+    first = table["neuron"][0]
+    assert all(isinstance(t, str) and t for t in table["explanation"])
+    assert all(s == "no score" or float(s) == float(s) for s in table["score"])  # never None, NaN or "undefined"
+    cache = opened(app_cache)  # the neuron that fires most, explained on view as its own page would
+    made = explain_on_view(cache.reader, cache.notes, NeuronId.parse(first))
+    assert made is not None
+    at.run()
+    table = next(d.value for d in at.dataframe if "activation" in d.value.columns)
+    assert table["explanation"][0] == made.text + " ◦"
+    assert "made when first viewed" in texts(at)
