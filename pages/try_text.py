@@ -69,8 +69,8 @@ def explained(n: NeuronId) -> tuple[str, str]:
     if n in rows and rows[n].explanation:
         return rows[n].explanation or "", onview.score_text(rows[n].score)
     if n in made:
-        return made[n].text + onview.ON_VIEW_MARK, onview.score_text(made[n].score.score_all if made[n].score
-                                                                      else None)
+        live = made[n].score
+        return made[n].text + onview.ON_VIEW_MARK, onview.score_text(live.score_all if live else None)
     return "(not explained yet: open it to explain it)", "no score"
 
 
