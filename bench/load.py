@@ -516,11 +516,12 @@ def ratios(found: list[Measurement]) -> list[str]:
 
 def cache_neurons(cache: Path, explained_first: bool) -> Neurons:
     """The neurons to open on `cache`: the explained ones first when asked (a teacher shows those), then the rest."""
-    from core.store import Store
+    from core.store import open_reader
 
-    with Store.open(cache) as store:
-        info = store.info()
-        first = [(row.neuron.layer, row.neuron.neuron) for row in store.best_scores()] if explained_first else []
+    with open_reader(cache) as reader:
+        info = reader.info()
+        explained = reader.neuron_table(order="score", scored_only=True, limit=info.layers * info.neurons_per_layer)
+        first = [(row.neuron.layer, row.neuron.neuron) for row in explained] if explained_first else []
     return Neurons(info.layers, info.neurons_per_layer, first)
 
 

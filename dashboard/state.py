@@ -40,6 +40,7 @@ APP = REPO_DIR / "app.py"
 PAGES: dict[str, str] = {
     "home": "pages/home.py",
     "picker": "pages/picker.py",
+    "classroom": "pages/classroom.py",
     "scoring": "pages/scoring.py",
     "insights": "pages/insights.py",
     "related": "pages/related.py",

@@ -21,7 +21,7 @@ from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import REPO_DIR, default_cache, known_caches
 from core.score import format_score
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
-from dashboard import render
+from dashboard import render, roles
 from dashboard.state import PAGES, PageContext, live_work
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,11 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 
 
 def not_computed(what: str, command: str) -> None:
-    """Say that a part of the cache is missing and which command fills it."""
+    """Say that a part of the cache is missing and which command fills it (students are not shown commands: they
+    name the cache's path)."""
+    if roles.is_student():
+        st.info(f"{what}: not computed yet in this cache.")
+        return
     st.info(f"{what}: not computed yet — run `{command}`")
 
 
@@ -249,6 +253,9 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
 def generate_panel(ctx: PageContext) -> None:
     """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
     priced models), scored live and kept in the notes as a suggestion from that explainer."""
+    if not roles.may_configure():
+        st.caption("In class, the teacher generates new explanations.")
+        return
     backend = ctx.live
     spec = str(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:

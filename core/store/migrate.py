@@ -5,7 +5,8 @@
   first, so a stop at any point leaves a cache that the next run migrates again from the start. The command line
   does this when it opens a cache for writing, or `python -m core migrate CACHE`; a read-only open of such a cache
   raises OldLayoutError, whose message says what to run.
-- A version-1 notes file is upgraded in place by its only writer (the dashboard, or `migrate`).
+- A version-1 notes file is upgraded in place by its only writer (the dashboard, or `migrate`), as is a notes file
+  of version 2 that lacks a later column (live_scores.seen_scoring) or table (the classroom's).
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def upgrade_notes(cur: duckdb.DuckDBPyConnection) -> None:
         # version 1 called the simulator's predictions normalized_activations; they are normalized_predictions
         cur.execute(f"ALTER TABLE {NOTES}.live_simulations RENAME COLUMN normalized_activations "
                     "TO normalized_predictions")
+    if has_table(cur, NOTES, "live_scores") and not _has_column(cur, NOTES, "live_scores", "seen_scoring"):
+        # every live score so far was made in the dashboard, where the scoring excerpts are on screen
+        cur.execute(f"ALTER TABLE {NOTES}.live_scores ADD COLUMN seen_scoring BOOLEAN NOT NULL DEFAULT true")
     create_tables(cur, NOTES)
     write_meta(cur, NOTES, {"schema_version": SCHEMA_VERSION})
 

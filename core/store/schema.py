@@ -9,6 +9,9 @@ Every file has a `meta` table (key -> JSON value) holding `schema_version`. Vers
    simulator's predictions `normalized_activations`. (core/store/migrate.py turns such a cache into version 2.)
 2. Three files as above. The recording's meta holds `build_id`, and the results file's meta holds the
    `recording_id` it was computed from, so results of an earlier build of the same path are never shown.
+   Later additions within version 2, made by the notes' writer when it opens an older notes file
+   (migrate.upgrade_notes): live_scores.seen_scoring (true for every earlier row: they were all made in the
+   dashboard), and the classroom's tables class_shares and class_boards (created empty).
 """
 
 from __future__ import annotations
@@ -154,7 +157,9 @@ NOTES_TABLES: dict[str, str] = {
     "meta": _META,
     "llm_cache": _LLM_CACHE,
     # an explanation text simulated and scored live (a suggestion, a generated explanation, or a stored explanation
-    # re-scored with the dashboard's simulator), reused when the same text is scored again; NULL scores = undefined
+    # re-scored with the dashboard's simulator), reused when the same text is scored again; NULL scores = undefined;
+    # seen_scoring: whoever wrote the text could have seen the scoring excerpts (everyone in the dashboard can: the
+    # scoring page shows them), so such a score is not a held-out score (issue 8)
     "live_scores": """
         score_id BIGINT PRIMARY KEY,
         layer SMALLINT NOT NULL,
@@ -164,7 +169,8 @@ NOTES_TABLES: dict[str, str] = {
         score_all DOUBLE,
         score_top DOUBLE,
         score_random DOUBLE,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        seen_scoring BOOLEAN NOT NULL DEFAULT true""",
     # the simulator's predictions (0-10 scale) per scoring excerpt of a live score
     "live_simulations": """
         score_id BIGINT NOT NULL,
@@ -191,6 +197,25 @@ NOTES_TABLES: dict[str, str] = {
         note VARCHAR NOT NULL,
         author VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL""",
+    # the classroom (core/classroom.py): every "show this neuron to the class" of the teacher, the latest one being
+    # where the class is; kept, so the class's path through the cache can be read afterwards
+    "class_shares": """
+        share_id BIGINT PRIMARY KEY,
+        layer SMALLINT NOT NULL,
+        neuron INTEGER NOT NULL,
+        page VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL""",
+    # a neuron's class board: open to submissions or closed, the pinned suggestion, and what the teacher cleared
+    # (suggestions and ratings up to these ids are hidden from the board, never deleted)
+    "class_boards": """
+        layer SMALLINT NOT NULL,
+        neuron INTEGER NOT NULL,
+        open BOOLEAN NOT NULL,
+        pinned_suggestion BIGINT,
+        cleared_suggestions BIGINT NOT NULL,
+        cleared_ratings BIGINT NOT NULL,
+        updated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (layer, neuron)""",
 }
 """NAME.notes.duckdb: written only by the dashboard through NotesStore."""
 
