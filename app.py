@@ -15,7 +15,7 @@ from core import views
 from core.paths import default_cache, remember_cache
 from core.store import StoreError
 from dashboard import classroom, roles, widgets
-from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache
+from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache, settle_heap
 
 TITLES = {
     "home": "Home",
@@ -44,8 +44,9 @@ def frame(page: str) -> Frame:
         st.sidebar.error(str(error))
         # a missing file gets the build message; anything else is shown as it is
         return Frame(None, None if not path.exists() else str(error))
-    if configure:
+    if configure and st.session_state.get("remembered_cache") != str(path):  # a file write once per choice
         remember_cache(path)
+        st.session_state["remembered_cache"] = str(path)
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
     context = PageContext(cache, info, neuron, widgets.live_settings_sidebar() if configure else roles.CLASS_BACKEND)
@@ -54,6 +55,7 @@ def frame(page: str) -> Frame:
     return Frame(context)
 
 
+settle_heap()  # freezes what earlier runs imported, so garbage collections skip the libraries
 st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
 navigation = st.navigation([
     st.Page(PAGES["home"], title=TITLES["home"], icon=":material/home:", default=True),
