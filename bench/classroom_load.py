@@ -369,7 +369,7 @@ def lesson_report(cache: Path, students: int, lesson: int, timeout_s: float, opt
         env["NEURON_ATLAS_CACHE"] = str(cache)
         env["NEURON_ATLAS_HOME"] = str(atlas_home(Path(folder) / "home"))
         with load.serve(ROOT / "app.py", env, Path(folder) / "app.log", options=options) as server:
-            found = asyncio.run(run_lesson(server, students, shown, starts, timeout_s, idle_s))
+            found = load.run_loop(run_lesson(server, students, shown, starts, timeout_s, idle_s))
     stored, on_board = count_stored(cache, found.submitted)
     say(f"follow the teacher (share -> page shows the neuron): {describe(found.follow_s)}")
     say(f"submit an explanation (scored live, one at a time): {describe(found.submit_s)}")

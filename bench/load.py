@@ -39,9 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +54,7 @@ FLOOR_PAGES = ("", "second")
 DEFAULT_PAGES = ("insights", "scoring", "related")
 DEFAULT_QUERY = "layer={layer}&neuron={neuron}"
 DEFAULT_EXPECT = "Neuron {layer}:{neuron}"
+T = TypeVar("T")
 NEURON_STRIDE = 7919
 """Step through the flat neuron index: prime, so it visits every neuron of any cache before repeating one."""
 
@@ -89,7 +92,7 @@ def _problem(forward: object, seen: list[str]) -> str | None:
     """What is wrong with one ForwardMsg of a run (None if nothing); headings are collected into `seen`."""
     kind = forward.WhichOneof("type")  # type: ignore[attr-defined]
     if kind == "page_not_found":
-        return f"page not found: {forward.page_not_found.page_name!r}"  # type: ignore[attr-defined]
+        return "page not found"
     if kind != "delta" or forward.delta.WhichOneof("type") != "new_element":  # type: ignore[attr-defined]
         return None
     element = forward.delta.new_element  # type: ignore[attr-defined]
@@ -125,6 +128,7 @@ class Session:
         """Widget key -> (widget id, value field) of the widgets the last run showed."""
 
     async def connect(self) -> None:
+        """Open the websocket (a new server-side session)."""
         import websockets
 
         self.socket = await asyncio.wait_for(
@@ -196,7 +200,9 @@ class Session:
                 continue
             self.received += len(data)
             problem = _problem(forward, headings)
-            if problem:
+            if problem == "page not found":
+                problem = f"page not found: {page!r}"
+            if problem and problem not in problems:
                 problems.append(problem)
             if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
                 self._note_widget(forward.delta.new_element)
@@ -475,7 +481,7 @@ def measure(app_server: Server, floor_server: Server, args: argparse.Namespace, 
                     app = Classroom(Target(app_server, page, args.query, args.expect),
                                     make_plan(pattern, sessions, args.steps, neurons), mode, pattern == "same",
                                     args.timeout)
-                    asyncio.run(side_by_side([floor, app]))
+                    run_loop(side_by_side([floor, app]))
                     app_result, floor_result = app.result, floor.result
                     measurement = Measurement(sessions, pattern, mode, page, app_result, floor_result)
                     found.append(measurement)
@@ -493,24 +499,61 @@ def pooled(results: Sequence[Result]) -> Result:
     return Result([run for result in results for run in result.runs], sum(result.cpu_s for result in results))
 
 
-def ratios(found: list[Measurement]) -> list[str]:
-    """The issue's targets as ratios to the floor: the floor of each (sessions, pattern, mode) is its runs beside
-    every page pooled (more runs, so the CPU time, read in ticks of 10 ms, is less coarse)."""
-    floors = {}
+@dataclass
+class Row:
+    """One measurement of the app beside its floor, as the issue's targets read it."""
+
+    m: Measurement
+    floor: Result
+    """The floor's runs beside every page of the same (sessions, pattern, mode), pooled: more runs, less noise."""
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.m.app.cpu_per_run / max(self.floor.cpu_per_run, 1e-9)
+
+    @property
+    def p95_ratio(self) -> float:
+        return quantile(self.m.app.times, 0.95) / max(quantile(self.floor.times, 0.95), 1e-9)
+
+    @property
+    def cpu_target(self) -> str:
+        return "<= 1.5" if self.m.pattern == "same" else "<= 3"
+
+    @property
+    def p95_target(self) -> str:
+        return "<= 1.5" if self.m.pattern == "same" and self.m.sessions >= 30 else ""
+
+
+def rows(found: list[Measurement]) -> list[Row]:
+    floors: dict[tuple[int, str, str], list[Result]] = {}
     for m in found:
         floors.setdefault((m.sessions, m.pattern, m.mode), []).append(m.floor)
+    return [Row(m, pooled(floors[(m.sessions, m.pattern, m.mode)])) for m in found]
+
+
+def ratios(found: list[Measurement]) -> list[str]:
+    """The issue's targets as ratios to the floor (the floor's runs beside every page pooled)."""
     lines = ["", "ratios to the trivial app (the floor, its runs beside every page pooled); targets from issue 13",
              f"{'n':>4} {'pattern':<9} {'mode':<4} {'page':<10} {'floor cpu ms':>12} {'floor p95 s':>11} "
              f"{'cpu/run x':>9} {'target':>7} {'p95 x':>6} {'target':>7} {'errors':>6}"]
-    for m in found:
-        floor = pooled(floors[(m.sessions, m.pattern, m.mode)])
-        cpu_ratio = m.app.cpu_per_run / max(floor.cpu_per_run, 1e-9)
-        cpu_target = "<= 1.5" if m.pattern == "same" else "<= 3"
-        p95_ratio = quantile(m.app.times, 0.95) / max(quantile(floor.times, 0.95), 1e-9)
-        p95_target = "<= 1.5" if m.pattern == "same" and m.sessions >= 30 else ""
+    for row in rows(found):
+        m, floor = row.m, row.floor
         lines.append(f"{m.sessions:>4} {m.pattern:<9} {m.mode:<4} {m.page:<10} {floor.cpu_per_run * 1000:>12.0f} "
-                     f"{quantile(floor.times, 0.95):>11.2f} {cpu_ratio:>9.1f} {cpu_target:>7} {p95_ratio:>6.1f} "
-                     f"{p95_target:>7} {len(m.app.errors):>6}")
+                     f"{quantile(floor.times, 0.95):>11.2f} {row.cpu_ratio:>9.1f} {row.cpu_target:>7} "
+                     f"{row.p95_ratio:>6.1f} {row.p95_target:>7} {len(m.app.errors):>6}")
+    return lines
+
+
+def markdown(found: list[Measurement]) -> list[str]:
+    """The app's numbers, the floor's and their ratios as one Markdown table."""
+    lines = ["| N | pattern | mode | page | runs | p50 s | p95 s | max s | errors | CPU ms/run | floor CPU ms/run | "
+             "floor p95 s | CPU x floor | p95 x floor |", "|" + "---|" * 14]
+    for row in rows(found):
+        m, floor, times = row.m, row.floor, row.m.app.times
+        lines.append(f"| {m.sessions} | {m.pattern} | {m.mode} | {m.page} | {len(times)} | "
+                     f"{statistics.median(times):.2f} | {quantile(times, 0.95):.2f} | {max(times):.2f} | "
+                     f"{len(m.app.errors)} | {m.app.cpu_per_run * 1000:.0f} | {floor.cpu_per_run * 1000:.0f} | "
+                     f"{quantile(floor.times, 0.95):.2f} | {row.cpu_ratio:.1f} | {row.p95_ratio:.1f} |")
     return lines
 
 
@@ -520,8 +563,9 @@ def cache_neurons(cache: Path, explained_first: bool) -> Neurons:
 
     with open_reader(cache) as reader:
         info = reader.info()
-        explained = reader.neuron_table(order="score", scored_only=True, limit=info.layers * info.neurons_per_layer)
-        first = [(row.neuron.layer, row.neuron.neuron) for row in explained] if explained_first else []
+        explained = reader.neuron_table(order="score", scored_only=True, limit=info.layers * info.neurons_per_layer) \
+            if explained_first else []
+        first = [(row.neuron.layer, row.neuron.neuron) for row in explained]
     return Neurons(info.layers, info.neurons_per_layer, first)
 
 
@@ -541,6 +585,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "{layer} and {neuron}; '' to check nothing")
     parser.add_argument("--steps", type=int, default=3, help="neurons each session opens in turn")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it is an error")
+    parser.add_argument("--markdown", type=Path, help="also write the results as a Markdown table to this file")
     parser.add_argument("--config", action="append", default=[], metavar="OPTION=VALUE",
                         help="a Streamlit config option for both servers, e.g. runner.postScriptGC=false")
     parser.add_argument("--neurons", choices=("explained", "all"), default="explained", help="explained: open "
@@ -574,6 +619,13 @@ def servers(app: Path, cache: Path, folder: Path, options: Sequence[str] = ()) -
         yield app_server, floor
 
 
+def run_loop(coroutine: Coroutine[object, object, T]) -> T:
+    """Run `coroutine` on a new event loop in a thread of its own: the caller's thread may already run a loop (a
+    test process that drives a browser through playwright's sync API does), and asyncio.run refuses to nest."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons) -> None:
     """Open every page once on both servers, uncounted: the first run of a page in a server pays one-time costs
     (imports, resources cached for all sessions) that no measurement should carry."""
@@ -586,7 +638,7 @@ def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neuro
                 if error:
                     raise RuntimeError(f"warm-up of {target.page or 'the default page'} failed: {error}")
 
-    asyncio.run(once())
+    run_loop(once())
 
 
 def benchmark(args: argparse.Namespace, folder: Path, report: bool = True) -> list[Measurement]:
@@ -606,10 +658,17 @@ def benchmark(args: argparse.Namespace, folder: Path, report: bool = True) -> li
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="loadbench-") as folder:
-        found = benchmark(args, Path(folder))
+    try:
+        with tempfile.TemporaryDirectory(prefix="loadbench-") as folder:
+            found = benchmark(args, Path(folder))
+    except RuntimeError as error:  # a server that does not start, a page that cannot be opened at all
+        print(f"bench/load.py: {error}", file=sys.stderr)
+        return 2
     print("\n".join(ratios(found)))
     print(f"\nafter: {load_average()}")
+    if args.markdown:
+        args.markdown.write_text("\n".join(markdown(found)) + "\n")
+        print(f"Markdown table: {args.markdown}")
     return 1 if any(m.app.errors or m.floor.errors for m in found) else 0
 
 

@@ -1,19 +1,23 @@
-"""Where a page run's time goes (issue 13): cProfile inside the real server's script thread.
+"""Where a page run's CPU goes (issue 13), measured inside the real server.
 
-    .venv/bin/python bench/profile_page.py --cache caches/smollm2-135m-stdlib.duckdb [--pages insights,scoring,related]
+    .venv/bin/python bench/profile_page.py --cache COPY.duckdb [--pages insights,scoring,related] [--runs 5]
+    .venv/bin/python bench/profile_page.py --cache COPY.duckdb --gc-freeze    # gc.freeze() after the first run
+    .venv/bin/python bench/profile_page.py --cache COPY.duckdb --app bench/floor_app/app.py --pages second
 
 `streamlit run app.py` is started through this file (`--serve`), which wraps Streamlit's ScriptRunner._run_script:
-every script run records its thread CPU time, and while the flag file PROFILE is present in the output folder it
-also runs under cProfile and leaves its profile there. The websocket client of bench/load.py then opens each page,
-as a new session each time, for neurons nobody opened before (those with an explanation first):
+every script run records its thread's CPU time and the CPU time its thread spent in Python's garbage collector
+(gc.callbacks), and while the flag file PROFILE is in the output folder a sampler thread reads the script
+thread's stack about every millisecond, each sample weighted by the CPU time the thread used since the last one.
+The websocket client of bench/load.py opens each page as a new session, on neurons nobody opened before (those
+with an explanation first), with one idle session connected throughout (when the last session leaves, Streamlit
+drops its compiled scripts, which a class never sees):
 1. one run per page to warm up (imports, the store opened once for every session);
-2. `--runs` runs per page without the profiler: wall seconds, the server process's CPU (psutil), the script
-   thread's CPU, and the bytes sent to the browser;
-3. `--runs` more with the profiler; the time of the script thread is split by where our code (app.py,
-   components.py, pages/) calls out: DuckDB and the store, Streamlit elements (by st.* function), Altair, pandas,
-   and our own Python (building HTML and strings, including the standard library and builtins it calls).
-The profiler slows Python down, so the split is given as shares of the profiled time and applied to the
-unprofiled script CPU.
+2. `--runs` runs per page unsampled: wall time, the server process's CPU, the script thread's CPU and its
+   garbage collection, the bytes sent to the browser;
+3. `--runs` more, sampled: the script thread's CPU split by where our code (app.py, components.py, pages/,
+   dashboard/) calls out: the store (DuckDB and building rows), st.* elements (by function, and whether Altair or
+   pandas/Arrow work runs under them), Altair, and our own Python (building HTML and strings, with the standard
+   library and builtins it calls). Shares of the sampled runs are applied to the unsampled runs' CPU.
 """
 
 from __future__ import annotations
@@ -236,6 +240,25 @@ async def one_run(server: load.Server, page: str, query: str, expect: str | None
         await session.close()
 
 
+def kind(place: str) -> str:
+    """The coarse kind of a place (for the summary line): what caching could or could not remove."""
+    if place == GARBAGE:
+        return "garbage collection"
+    if place.startswith("store."):
+        return "DuckDB and rows (store)"
+    if place.startswith("our Python"):
+        return "our Python (HTML, strings)"
+    if place.startswith("altair") or "Altair" in place:
+        return "Altair (chart object, to_dict, validation)"
+    if place.startswith("st html."):
+        return "st.html (dedent, serialise and hash, enqueue)"
+    if place.startswith("st "):
+        return "other st.* elements (incl. pandas/Arrow for tables)"
+    if place.startswith("Streamlit"):
+        return "Streamlit around the script"
+    return "pandas, numpy, core called by our code"
+
+
 def report(page: str, plain: list[tuple[float, float, int, dict]], profiled: list[dict], top: int,
            opened: bool = False) -> None:
     """Print one page's measurements and where its script time went."""
@@ -258,6 +281,11 @@ def report(page: str, plain: list[tuple[float, float, int, dict]], profiled: lis
     total = sum(where.values())
     print(f"  sampled runs: {total / len(profiled) * 1000:.0f} ms of script CPU per run; by where it went (share; ms "
           f"of the unsampled runs' {script:.0f} ms; the innermost function that weighed most):")
+    kinds: dict[str, float] = defaultdict(float)
+    for place, seconds in where.items():
+        kinds[kind(place)] += seconds
+    print("  by kind: " + "; ".join(f"{name} {seconds / total * script:.0f} ms"
+                                     for name, seconds in sorted(kinds.items(), key=lambda item: -item[1])))
     for place, seconds in sorted(where.items(), key=lambda item: -item[1])[:top]:
         share = seconds / total
         leaf = max((item for item in leaves.items() if item[0][0] == place), key=lambda item: item[1])[0][1]
@@ -323,9 +351,13 @@ def main() -> int:
     neurons = load.cache_neurons(cache, explained_first=True)
     print(f"cache {cache}; {load.load_average()}; config {args.config or 'as in .streamlit/config.toml'}"
           f"{'; gc.freeze() after the first run' if args.gc_freeze else ''}")
-    with tempfile.TemporaryDirectory(prefix="profile-") as name, profiled_server(
-            args.app, cache, Path(name), args.config, args.gc_freeze) as server:
-        asyncio.run(profile(server, Path(name), args, pages, neurons))
+    try:
+        with tempfile.TemporaryDirectory(prefix="profile-") as name, profiled_server(
+                args.app, cache, Path(name), args.config, args.gc_freeze) as server:
+            asyncio.run(profile(server, Path(name), args, pages, neurons))
+    except RuntimeError as error:  # a server that does not start, a page that cannot be opened
+        print(f"bench/profile_page.py: {error}", file=sys.stderr)
+        return 2
     print(f"\n{load.load_average()}")
     return 0
 

@@ -181,9 +181,9 @@ class LiveScore:
     score_random: float | None
     """The same over the random scoring excerpts only."""
     simulations: tuple[LiveSimulation, ...] = ()
-    seen_scoring: bool = True
-    """Whether whoever wrote the text could have seen the scoring excerpts (true for everything written in the
-    dashboard, whose scoring page shows them): then the score is not a held-out score."""
+    author_saw_score_excerpts: bool = True
+    """Whether the text's author could have seen the scoring excerpts (the scoring page shows them): the score is
+    then optimistic, is shown as such, and never picks the neuron's best explanation."""
 
 
 @dataclass(frozen=True)

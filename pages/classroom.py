@@ -14,7 +14,7 @@ import streamlit as st
 from core import classroom, views
 from core.live import LiveError, suggest
 from core.score import format_score
-from core.types import ExcerptKind, NeuronId, Rating, Split
+from core.types import ExcerptKind, NeuronId, Rating, Split, Suggestion
 from dashboard import render, roles, widgets
 from dashboard.render import HeatmapRow
 from dashboard.state import PageContext, live_work, page_context
@@ -154,14 +154,18 @@ def real_against_simulated(ctx: PageContext, board: classroom.Board) -> None:
                      for item in simulated.excerpts], positive_scale=scale, mode="side by side")
 
 
+def saw_scoring(suggestion: Suggestion) -> bool:
+    """Whether the suggestion's author could have seen the scoring excerpts (its score is then optimistic)."""
+    return suggestion.score is not None and suggestion.score.author_saw_score_excerpts
+
+
 @st.fragment(run_every=BOARD_POLL_S)
 def class_board(ctx: PageContext, neuron: NeuronId) -> None:
     """The board, refreshed while the page is open."""
     board = ctx.notes_view(classroom.board, neuron)
     st.subheader("The class board")
     rows = [[f"{'📌 ' if e.pinned else ''}{e.rank}", e.suggestion.text, e.suggestion.author, votes_text(e.votes),
-             f"{format_score(e.score)}{'*' if e.suggestion.score and e.suggestion.score.seen_scoring else ''}"]
-            for e in board.entries]
+             f"{format_score(e.score)}{'*' if saw_scoring(e.suggestion) else ''}"] for e in board.entries]
     scores = [e.score or 0.0 for e in board.entries]
     reference = board.reference
     if reference is not None and reference.text:

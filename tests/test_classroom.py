@@ -108,13 +108,13 @@ def test_a_students_suggestion_is_scored_live_and_marked_as_written_with_the_sco
     neuron = NeuronId(0, 1)
     made = suggest(cache.reader, cache.notes, neuron, "the word 'cat'", "Ada", BASELINE)
     score = made.suggestion.score
-    assert score is not None and score.simulator == "baseline" and score.seen_scoring
-    assert cache.notes.live_score_by_id(score.score_id).seen_scoring
+    assert score is not None and score.simulator == "baseline" and score.author_saw_score_excerpts
+    assert cache.notes.live_score_by_id(score.score_id).author_saw_score_excerpts
     entry = classroom.board(cache.reader, cache.notes, neuron).entries[0]
-    assert entry.suggestion.score.seen_scoring and entry.score == score.score_all
+    assert entry.suggestion.score.author_saw_score_excerpts and entry.score == score.score_all
 
 
-def test_an_older_notes_file_gets_the_seen_scoring_column_true_for_every_row(tiny_explained_cache, tmp_path):
+def test_an_older_notes_file_gets_the_classroom_tables_and_its_live_scores_read_as_seen(tiny_explained_cache, tmp_path):
     from core.paths import copy_cache
 
     path = tmp_path / "old.duckdb"
@@ -129,10 +129,10 @@ def test_an_older_notes_file_gets_the_seen_scoring_column_true_for_every_row(tin
     opened = DashboardCache(path)
     try:
         old = opened.notes.live_score_by_id(1)
-        assert old is not None and old.seen_scoring and old.text == "cats"
+        assert old is not None and old.author_saw_score_excerpts and old.text == "cats"
         new = opened.notes.add_live_score(NeuronId(0, 1), "mats", "baseline", Scores(0.1, 0.1, 0.1, 4), [],
-                                          seen_scoring=False)
-        assert not opened.notes.live_score_by_id(new.score_id).seen_scoring
+                                          author_saw_score_excerpts=False)
+        assert not opened.notes.live_score_by_id(new.score_id).author_saw_score_excerpts
         assert opened.notes.class_share() is None  # the classroom's tables were made too
     finally:
         opened.close()

@@ -1,144 +1,48 @@
-"""core.llm: the openai backend against a fake server of our own (faults, cap, cache) and against a real
-`transformers serve`, the local backend on the default model, and bad specs."""
+"""core.llm: the openai backend against the tests' fault server (tests/fault_server.py: retries, timeouts, malformed
+answers, accounting, the spending cap, the cache) and against a real `transformers serve`, the local backend on the
+default model, and bad specs. Whole runs of the explain stage under faults are in tests/test_llm_faults.py."""
 
 from __future__ import annotations
 
-import json
+import email.utils
 import math
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_server import Canned, FaultServer, pieces
 
 from core.backends import BackendSpecError
 from core.llm import (
     DUMMY_API_KEY,
+    Budget,
     LLMError,
     SpendingCapReached,
     make_client,
     map_concurrent,
     price_per_million,
+    prompt_token_bound,
 )
 from core.paths import copy_cache
-from core.store import DashboardCache, RecordingWriter, open_results_writer
-
-# --- a fake OpenAI-compatible server ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """What the fake server does with one request."""
-
-    status: int = 200
-    body: str | None = None
-    """Raw body to send; None: a well-formed answer to the request."""
-    sleep_s: float = 0.0
-    """Wait this long before answering (longer than the client's timeout: a timeout)."""
-
-
-def error_body(message: str, code: str | None = None) -> str:
-    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}})
-
-
-@dataclass
-class FakeServer:
-    """Answers /v1/chat/completions and /v1/completions; replies follow `script`, then well-formed answers."""
-
-    url: str = ""
-    script: list[Reply] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    usage: tuple[int, int] = (12, 3)
-    """(prompt_tokens, completion_tokens) reported by every well-formed answer."""
-    in_flight: int = 0
-    max_in_flight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
-        prompt_tokens, completion_tokens = self.usage
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
-        if path.endswith("/chat/completions"):
-            choices = []
-            for index in range(request.get("n", 1)):
-                choice: dict[str, Any] = {"index": index, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": "fruits"}}
-                if request.get("logprobs"):
-                    k = request.get("top_logprobs", 0)
-                    choice["logprobs"] = {"content": [
-                        {"token": "fru", "logprob": -0.25, "bytes": None,
-                         "top_logprobs": [{"token": t, "logprob": v, "bytes": None}
-                                          for t, v in [("fru", -0.25), ("app", -1.5), ("veg", -3.0)][:k]]},
-                        {"token": "its", "logprob": -0.01, "bytes": None,
-                         "top_logprobs": [{"token": t, "logprob": v, "bytes": None}
-                                          for t, v in [("its", -0.01), ("it", -4.6), ("s", -6.0)][:k]]},
-                    ]}
-                choices.append(choice)
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": choices, "usage": usage}
-        text = " fruits"
-        choice = {"index": 0, "finish_reason": "length", "text": request["prompt"] + text if request.get("echo")
-                  else text, "logprobs": None}
-        if request.get("logprobs") is not None:
-            tokens, values = ["apples", ",", " fruits"], [None, -2.0, -0.5]
-            tops = [None, {",": -2.0, " and": -1.0}, {" fruits": -0.5, " food": -2.5}]
-            if not request.get("echo"):
-                tokens, values, tops = tokens[2:], values[2:], tops[2:]
-            choice["logprobs"] = {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
-                                  "text_offset": list(range(len(tokens)))}
-        return {"id": "y", "object": "text_completion", "created": 0, "model": request["model"],
-                "choices": [choice], "usage": usage}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _FakeHTTPServer
-
-    def do_POST(self) -> None:
-        fake = self.server.fake
-        request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-        with fake.lock:
-            fake.requests.append({"path": self.path, "body": request, "auth": self.headers.get("authorization")})
-            reply = fake.script.pop(0) if fake.script else Reply()
-            fake.in_flight += 1
-            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-        try:
-            time.sleep(reply.sleep_s)
-            payload = (reply.body if reply.body is not None else json.dumps(fake.answer(self.path, request))).encode()
-            self.send_response(reply.status)
-            self.send_header("content-type", "application/json")
-            self.send_header("retry-after-ms", "10")  # keeps the SDK's backoff short in tests
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client stopped waiting (the timeout case)
-        finally:
-            with fake.lock:
-                fake.in_flight -= 1
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _FakeHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeServer
+from core.store import DashboardCache, RecordingWriter, ResponseCache, open_results_writer
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    server = _FakeHTTPServer(("127.0.0.1", 0), _Handler)
-    server.fake = FakeServer(url=f"http://127.0.0.1:{server.server_address[1]}/v1")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.fake
-    server.shutdown()
-    server.server_close()
+def fake() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def responses(tmp_path: Path) -> Iterator[ResponseCache]:
+    """The response cache of a fresh cache's results file, as the command line has it."""
+    path = tmp_path / "c.duckdb"
+    RecordingWriter.create(path).close()
+    with open_results_writer(path) as writer:
+        yield writer.responses
 
 
 @pytest.fixture(autouse=True)
@@ -151,65 +55,130 @@ def no_openai_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 ASK = [{"role": "user", "content": "apples, bananas, cherries: what are they?"}]
 
 
-def client_for(fake: FakeServer, model: str = "gpt-4o-mini", **kwargs: Any):
+def client_for(fake: FaultServer, model: str = "gpt-4o-mini", **kwargs: Any):
     settings: dict[str, Any] = {"max_retries": 2, "timeout_s": 5.0, **kwargs}
     return make_client(f"openai:{model}", base_url=fake.url, **settings)
 
 
-# --- faults: the SDK's retries, and what the user is told ------------------------------------------------------------
+# --- faults: retries, timeouts, and what the user is told ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-def test_openai_retries_a_transient_error_then_answers(fake: FakeServer, status: int) -> None:
-    fake.script = [Reply(status, error_body("slow down" if status == 429 else "oops"))]
-    client = client_for(fake)
-    [answer] = client.chat(ASK)
-    assert answer.text == "fruits" and not answer.cached
-    assert len(fake.requests) == 2  # one failure, one retry
-    assert client.usage.calls == 1 and client.usage.failures == 0
+@pytest.mark.parametrize(
+    ("fault", "billed"),
+    [("rate_limit", False), ("server_error", False), ("drop", True), ("stall", True), ("slow_body", True),
+     ("cut_body", True)],
+)
+def test_a_transient_fault_is_retried_then_answered(fault: str, billed: bool) -> None:
+    with FaultServer(faults=[fault], retry_after="0", stall_s=3.0) as fake:
+        client = client_for(fake, timeout_s=1.0)
+        [answer] = client.chat(ASK)
+    assert answer.text.startswith("the main thing") and not answer.cached
+    assert [r.fault for r in fake.requests] == [fault, None]
+    assert client.usage.calls == 1 and client.usage.failures == 0 and client.usage.attempts == 2
+    # a lost answer the server produced may have been billed: its worst case is kept, never forgotten
+    assert client.usage.unconfirmed_calls == int(billed)
+    assert (client.usage.unconfirmed_usd > 0) == billed
 
 
-def test_openai_retries_after_a_timeout(fake: FakeServer) -> None:
-    fake.script = [Reply(sleep_s=2.0)]
-    client = client_for(fake, timeout_s=0.5)
-    started = time.monotonic()
-    [answer] = client.chat(ASK)
-    assert answer.text == "fruits"
-    assert len(fake.requests) == 2
-    assert time.monotonic() - started < 2.0  # it gave up on the slow answer instead of waiting for it
+def test_retry_after_is_honoured(fake: FaultServer) -> None:
+    fake.faults = ["rate_limit", "rate_limit"]
+    fake.retry_after = "1"
+    client_for(fake).chat(ASK)
+    first, second, third = fake.requests
+    assert second.at - first.at >= 1.0 and third.at - second.at >= 1.0  # waited as told, never less
+
+    date = email.utils.formatdate(time.time() + 2, usegmt=True)  # an HTTP date two seconds ahead
+    with FaultServer(faults=["rate_limit"], retry_after=date) as dated:
+        client_for(dated).chat(ASK)
+    assert dated.requests[1].at - dated.requests[0].at >= 0.5  # whole seconds in the date: at least 1 s minus rounding
 
 
-def test_openai_gives_up_after_the_retries(fake: FakeServer) -> None:
-    fake.script = [Reply(500, error_body("the model crashed"))] * 3
+def test_a_retry_after_too_long_is_not_waited_for(fake: FaultServer) -> None:
+    fake.faults = ["rate_limit"]
+    fake.retry_after = "3600"
+    with pytest.raises(LLMError, match=r"asks to wait 3600 s before the next request \(HTTP 429\): try again later"):
+        client_for(fake).chat(ASK)
+    assert len(fake.requests) == 1
+
+
+def test_openai_gives_up_after_the_retries(fake: FaultServer) -> None:
+    fake.faults = ["server_error"] * 3
     client = client_for(fake, max_retries=2)
-    with pytest.raises(LLMError, match=r"failed with HTTP 500 after 2 retries: the model crashed"):
+    with pytest.raises(LLMError, match=r"failed with HTTP 500 after 2 retries: The server had an error"):
         client.chat(ASK)
     assert len(fake.requests) == 3
-    assert client.usage.failures == 1 and client.usage.calls == 0
+    assert client.usage.failures == 1 and client.usage.calls == 0 and client.usage.attempts == 3
 
 
-def test_openai_wrong_key_is_not_retried(fake: FakeServer) -> None:
-    fake.script = [Reply(401, error_body("Incorrect API key provided", "invalid_api_key"))]
+@pytest.mark.timeout(60)  # without the answer deadline this would wait for a 50-second body
+def test_a_slow_body_is_abandoned_at_the_deadline(fake: FaultServer) -> None:
+    fake.faults = ["slow_body"] * 2
+    client = client_for(fake, timeout_s=0.5, max_retries=1)
+    with pytest.raises(LLMError, match=r"not complete within 0\.5 s after 1 retry: is the server overloaded"):
+        client.chat(ASK)
+    assert fake.applied()["slow_body"] == 2 and client.usage.unconfirmed_calls == 2
+
+
+def test_openai_wrong_key_is_not_retried(fake: FaultServer) -> None:
+    fake.faults = ["unauthorized"]
     with pytest.raises(LLMError, match=r"^the API key was refused by http://127\.0\.0\.1:\d+/v1 \(401\)"):
-        client_for(fake, api_key="sk-wrong").chat(ASK)
+        client_for(fake, api_key="sk-wrong-key").chat(ASK)
     assert len(fake.requests) == 1
-    assert fake.requests[0]["auth"] == "Bearer sk-wrong"
+    assert fake.requests[0].header("authorization") == "Bearer sk-wrong-key"
 
 
-def test_openai_unknown_model(fake: FakeServer) -> None:
-    fake.script = [Reply(404, error_body("The model `gpt-9` does not exist", "model_not_found"))]
+def test_openai_unknown_model(fake: FaultServer) -> None:
+    fake.faults = ["unknown_model"]
     with pytest.raises(LLMError, match=r"^model gpt-9 not found on http://127\.0\.0\.1:\d+/v1 \(404\)"):
         client_for(fake, model="gpt-9").complete("hello")
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize("body", ["{not json", '{"object": "chat.completion", "choices": []}', '"fruits"'])
-def test_openai_malformed_answer(fake: FakeServer, body: str) -> None:
-    fake.script = [Reply(200, body)]
-    client = client_for(fake)
+@pytest.mark.parametrize(
+    "fault",
+    ["truncated_json", "wrong_format", Canned(200, '"fruits"'), Canned(200, '{"object": "chat.completion", '
+                                                                          '"choices": []}'),
+     Canned(200, "<html><body>502 Bad Gateway</body></html>"), Canned(200, '{"choices": [{"message": 7}]}')],
+)
+def test_openai_malformed_answer(fake: FaultServer, fault: Any, responses: ResponseCache) -> None:
+    fake.faults = [fault]
+    client = client_for(fake, responses=responses)
     with pytest.raises(LLMError, match=r"returned a malformed chat\.completions answer for gpt-4o-mini"):
         client.chat(ASK)
     assert client.usage.failures == 1
+    [answer] = client.chat(ASK)  # nothing malformed was cached: asked again, answered well
+    assert not answer.cached and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_logprobs_that_do_not_spell_the_answer_are_rejected(
+    fake: FaultServer, endpoint: str, responses: ResponseCache
+) -> None:
+    fake.faults = ["misaligned_logprobs"]
+    client = client_for(fake, responses=responses)
+
+    def ask() -> Any:
+        if endpoint == "chat":
+            return client.chat(ASK, top_logprobs=2)[0]
+        return client.complete("apples,\tunknown", echo=True, logprobs=2, max_tokens=1)
+
+    with pytest.raises(LLMError, match="cannot be aligned"):
+        ask()
+    answer = ask()
+    assert answer.logprobs is not None and "".join(t.token for t in answer.logprobs) == answer.text
+    assert fake.applied() == {"misaligned_logprobs": 1} and len(fake.requests) == 2
+
+
+def test_an_answer_without_usage_counts_its_worst_case(fake: FaultServer) -> None:
+    fake.faults = ["no_usage"]
+    client = client_for(fake, model="gpt-4o")
+    [answer] = client.chat(ASK, max_tokens=50)
+    assert answer.text and client.usage.calls == 1
+    assert client.usage.prompt_tokens == 0 and client.usage.unconfirmed_calls == 1
+    worst = client.estimate_cost(prompt_token_bound([ASK[0]["content"]]), 50)
+    assert client.usage.unconfirmed_usd == pytest.approx(worst)
+    assert client.budget.spent_usd == pytest.approx(worst)
+    assert "1 lost answers may also have been billed" in client.usage.describe()
 
 
 def test_openai_server_unreachable() -> None:
@@ -219,47 +188,50 @@ def test_openai_server_unreachable() -> None:
     client = make_client("openai:gpt-4o-mini", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
     with pytest.raises(LLMError, match=rf"^cannot reach http://127\.0\.0\.1:{port}/v1 .*is the server running"):
         client.chat(ASK)
+    assert client.usage.unconfirmed_calls == 0  # nothing was sent, so nothing can have been billed
 
 
 # --- what is sent and what is parsed ---------------------------------------------------------------------------------
 
 
-def test_openai_chat_parses_top_logprobs(fake: FakeServer) -> None:
+def test_openai_chat_parses_top_logprobs(fake: FaultServer) -> None:
     client = client_for(fake)
     answers = client.chat(ASK, max_tokens=5, top_logprobs=2, n=2, stop=["\n"], json_mode=True)
-    sent = fake.requests[0]["body"]
+    sent = fake.requests[0].body
     assert sent["logprobs"] is True and sent["top_logprobs"] == 2 and sent["n"] == 2
     assert sent["max_tokens"] == 5 and sent["stop"] == ["\n"] and sent["response_format"] == {"type": "json_object"}
-    assert fake.requests[0]["auth"] == f"Bearer {DUMMY_API_KEY}"  # a custom server without a key gets a dummy one
+    assert fake.requests[0].header("authorization") == f"Bearer {DUMMY_API_KEY}"  # a custom server gets a dummy key
     assert len(answers) == 2
     logprobs = answers[1].logprobs
-    assert logprobs is not None and [t.token for t in logprobs] == ["fru", "its"]
-    assert logprobs[0].logprob == -0.25 and logprobs[0].top == (("fru", -0.25), ("app", -1.5))
-    assert logprobs[1].top == (("its", -0.01), ("it", -4.6))
-    assert answers[0].finish_reason == "stop"
+    assert logprobs is not None and [t.token for t in logprobs] == pieces(answers[1].text)
+    assert len(logprobs) == 5 and answers[0].finish_reason == "length"  # cut at max_tokens
+    assert all(t.logprob == -0.1 and len(t.top) == 2 for t in logprobs)
+    assert logprobs[0].top[0][1] >= logprobs[0].top[1][1]  # most likely first
 
 
-def test_openai_chat_without_logprobs(fake: FakeServer) -> None:
+def test_openai_chat_without_logprobs(fake: FaultServer) -> None:
     [answer] = client_for(fake).chat(ASK)
-    assert answer.logprobs is None
-    assert "logprobs" not in fake.requests[0]["body"]
+    assert answer.logprobs is None and answer.finish_reason == "stop"
+    assert "logprobs" not in fake.requests[0].body
 
 
-def test_openai_complete_parses_echoed_logprobs(fake: FakeServer) -> None:
-    answer = client_for(fake).complete("apples,", max_tokens=1, echo=True, logprobs=2)
-    assert fake.requests[0]["path"] == "/v1/completions"
-    assert fake.requests[0]["body"]["echo"] is True and fake.requests[0]["body"]["logprobs"] == 2
-    assert answer.text == "apples, fruits"
-    assert answer.logprobs is not None and [t.token for t in answer.logprobs] == ["apples", ",", " fruits"]
+def test_openai_complete_parses_echoed_logprobs(fake: FaultServer) -> None:
+    prompt = "Description: apples\n<start>\napples\tunknown\nplums\tunknown"
+    answer = client_for(fake).complete(prompt, max_tokens=1, echo=True, logprobs=2)
+    assert fake.requests[0].path == "/v1/completions"
+    assert fake.requests[0].body["echo"] is True and fake.requests[0].body["logprobs"] == 2
+    assert answer.text.startswith(prompt) and answer.logprobs is not None
+    assert "".join(t.token for t in answer.logprobs) == answer.text
     assert math.isnan(answer.logprobs[0].logprob) and answer.logprobs[0].top == ()  # the API gives no logprob there
-    assert answer.logprobs[1].top == ((" and", -1.0), (",", -2.0))  # most likely first
+    placeholders = [t for t in answer.logprobs if t.token == "unknown"]
+    assert [p.top[0][0] for p in placeholders] == ["9", "0"]  # the fake model: the description names apples only
     assert answer.finish_reason == "length"
 
 
 # --- accounting, spending cap, concurrency ---------------------------------------------------------------------------
 
 
-def test_tokens_and_cost_are_counted(fake: FakeServer) -> None:
+def test_tokens_and_cost_are_counted(fake: FaultServer) -> None:
     fake.usage = (1000, 100)
     client = client_for(fake, model="gpt-4o-mini-2024-07-18")  # a dated snapshot takes its family's price
     client.chat(ASK)
@@ -267,6 +239,7 @@ def test_tokens_and_cost_are_counted(fake: FakeServer) -> None:
     input_price, output_price = price_per_million("gpt-4o-mini")  # type: ignore[misc]
     assert client.usage.calls == 2 and client.usage.prompt_tokens == 2000 and client.usage.completion_tokens == 200
     assert client.usage.cost_usd == pytest.approx(2 * (1000 * input_price + 100 * output_price) / 1e6)
+    assert client.usage.cost_usd == pytest.approx(fake.served_cost(price_per_million))
     assert "2 calls (0 cached)" in client.usage.describe()
 
     unpriced = client_for(fake, model="my-own-model", max_cost_usd=0.01)
@@ -275,7 +248,7 @@ def test_tokens_and_cost_are_counted(fake: FakeServer) -> None:
     assert unpriced.estimate_cost(10, 10) is None
 
 
-def test_spending_cap_stops_before_sending(fake: FakeServer) -> None:
+def test_spending_cap_stops_before_sending(fake: FaultServer) -> None:
     fake.usage = (200_000, 10_000)  # gpt-4o: 200k x $2.50/M + 10k x $10/M = $0.60 a call
     client = client_for(fake, model="gpt-4o", max_cost_usd=1.00)
     client.chat(ASK, max_tokens=10)
@@ -287,7 +260,7 @@ def test_spending_cap_stops_before_sending(fake: FakeServer) -> None:
     assert client.usage.failures == 0
 
 
-def test_spending_cap_counts_the_worst_case_of_the_next_call(fake: FakeServer) -> None:
+def test_spending_cap_counts_the_worst_case_of_the_next_call(fake: FaultServer) -> None:
     client = client_for(fake, model="gpt-4o", max_cost_usd=0.005)
     with pytest.raises(SpendingCapReached):
         client.chat(ASK, max_tokens=1000)  # up to 1000 x $10/M = $0.01 of output alone
@@ -295,18 +268,60 @@ def test_spending_cap_counts_the_worst_case_of_the_next_call(fake: FakeServer) -
     assert len(fake.requests) == 1
 
 
-def test_concurrency_is_bounded_and_results_keep_their_order(fake: FakeServer) -> None:
-    fake.script = [Reply(sleep_s=0.3)] * 6
+def test_the_prompt_bound_is_never_below_what_a_server_bills(fake: FaultServer) -> None:
+    """The greedy server bills every prompt byte as a token and max_tokens in full: the cap must still hold."""
+    fake.greedy = True
+    cap = 0.01
+    client = client_for(fake, model="gpt-4o", max_cost_usd=cap)
+    text = "şehir İstanbul 東京 🙂 " * 20  # many bytes per character: the worst case for a chars-based estimate
+    with pytest.raises(SpendingCapReached):
+        for _ in range(100):
+            client.chat([{"role": "system", "content": "x"}, {"role": "user", "content": text}], max_tokens=40)
+    assert fake.served_cost(price_per_million) <= cap
+    assert client.usage.cost_usd == pytest.approx(fake.served_cost(price_per_million))
+
+
+def test_one_budget_caps_two_clients(fake: FaultServer) -> None:
+    fake.greedy = True  # bills the most the prompts and max_tokens allow
+    budget = Budget(0.01)
+    big = client_for(fake, model="gpt-4o", budget=budget)
+    small = client_for(fake, model="gpt-4o-mini", budget=budget)
+    with pytest.raises(SpendingCapReached):
+        for _ in range(1000):
+            big.chat(ASK, max_tokens=50)
+            small.chat(ASK, max_tokens=50)
+    served = fake.served_tokens()
+    assert served["gpt-4o"][0] > 0 and served["gpt-4o-mini"][0] > 0
+    assert fake.served_cost(price_per_million) <= 0.01
+    assert budget.spent_usd == pytest.approx(fake.served_cost(price_per_million))
+    assert budget.spent_usd == pytest.approx(big.usage.cost_usd + small.usage.cost_usd)
+
+
+def test_a_lost_answer_counts_against_the_cap(fake: FaultServer) -> None:
+    fake.faults = ["cut_body"]
+    client = client_for(fake, model="gpt-4o", max_retries=0)
+    worst = client.estimate_cost(prompt_token_bound([ASK[0]["content"]]), 100)
+    client.budget.max_usd = 1.5 * worst  # room for one worst case, not two
+    with pytest.raises(LLMError, match="broke off"):
+        client.chat(ASK, max_tokens=100)
+    with pytest.raises(SpendingCapReached):
+        client.chat(ASK, max_tokens=100)
+    assert len(fake.requests) == 1 and client.budget.spent_usd == pytest.approx(worst)
+
+
+def test_concurrency_is_bounded_and_results_keep_their_order(fake: FaultServer) -> None:
+    fake.faults = ["stall"] * 6
+    fake.stall_s = 0.3
     client = client_for(fake, concurrency=2)
 
     def ask(index: int) -> str:
         if index == 3:
             raise ValueError("neuron 3 is bad")
-        [answer] = client.chat([{"role": "user", "content": f"question {index}"}])
+        [answer] = client.chat([{"role": "user", "content": f"question {index}"}], max_tokens=1)
         return f"{index}:{answer.text}"
 
     results = map_concurrent(ask, range(6), concurrency=6)
-    assert results[:3] == ["0:fruits", "1:fruits", "2:fruits"] and results[4:] == ["4:fruits", "5:fruits"]
+    assert results[:3] == ["0:the", "1:the", "2:the"] and results[4:] == ["4:the", "5:the"]
     assert isinstance(results[3], ValueError)
     assert fake.max_in_flight == 2  # six threads, two requests at a time
     assert client.usage.calls == 5
@@ -316,7 +331,8 @@ def test_concurrency_is_bounded_and_results_keep_their_order(fake: FakeServer) -
 # --- the response cache ----------------------------------------------------------------------------------------------
 
 
-def test_response_cache_answers_repeats_and_survives_a_copy(fake: FakeServer, tmp_path: Path) -> None:
+def test_response_cache_answers_repeats_and_survives_a_copy(fake: FaultServer, tmp_path: Path) -> None:
+    fake.usage = (12, 3)
     path = tmp_path / "run.duckdb"
     RecordingWriter.create(path).close()
     store = open_results_writer(path)
@@ -338,7 +354,7 @@ def test_response_cache_answers_repeats_and_survives_a_copy(fake: FakeServer, tm
     copy_cache(path, copy)
     with open_results_writer(copy) as reopened:
         again = client_for(fake, responses=reopened.responses).chat(ASK, top_logprobs=2)
-    assert again[0].cached and again[0].text == "fruits"
+    assert again[0].cached and again[0].text == first[0].text
     assert len(fake.requests) == 3
 
 
@@ -351,7 +367,7 @@ def test_cache_key_covers_the_server() -> None:
     assert key("http://127.0.0.1:9/v1") != key("http://127.0.0.1:10/v1")
 
 
-def test_response_cache_in_the_notes_file_of_the_dashboard(fake: FakeServer, tmp_path: Path) -> None:
+def test_response_cache_in_the_notes_file_of_the_dashboard(fake: FaultServer, tmp_path: Path) -> None:
     path = tmp_path / "built.duckdb"
     RecordingWriter.create(path).close()
     for _ in range(2):  # the dashboard started twice
@@ -380,6 +396,11 @@ def test_bad_spec(spec: str) -> None:
 def test_baseline_needs_no_client() -> None:
     with pytest.raises(LLMError, match="needs no language model client"):
         make_client("baseline")
+
+
+def test_a_timeout_must_be_positive() -> None:
+    with pytest.raises(LLMError, match="more than 0 seconds"):
+        make_client("openai:gpt-4o-mini", base_url="http://127.0.0.1:9/v1", timeout_s=0)
 
 
 # --- the real server: transformers serve -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 - args.py: reading arguments (ranges, neurons, layers, the LLM options).
 - cache.py: build, info, migrate, demo.
 - pipeline.py: explain, score, show, related.
+- interop.py: import-openai, export, score --imported (core/interop).
 """
 
 from core.cli.main import build_parser, main, user_errors

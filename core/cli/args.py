@@ -108,15 +108,18 @@ def sample_neurons(layers: Sequence[int], neurons_per_layer: int, sample: int | 
 
 
 def add_llm_options(p: argparse.ArgumentParser) -> None:
-    """--base-url, --max-cost and --concurrency (read back by `llm_settings`)."""
+    """--base-url, --max-cost, --concurrency and --timeout (read back by `llm_settings`)."""
     p.add_argument("--base-url", help="an OpenAI-compatible server for openai:MODEL (default OPENAI_BASE_URL or "
                    "api.openai.com)")
     p.add_argument("--max-cost", type=float, metavar="USD", help="stop before spending more than this on a priced "
                    "model (answers already received stay cached)")
     p.add_argument("--concurrency", type=int_range("--concurrency", 1, 64), default=4,
                    help="LLM calls in flight at once (default 4)")
+    p.add_argument("--timeout", type=int_range("--timeout", 1, 3600), default=60, metavar="SECONDS",
+                   help="give up on an LLM answer not complete after this long, then retry (default 60)")
 
 
 def llm_settings(args: argparse.Namespace) -> LLMSettings:
     """The LLM options as core.backends takes them (the key comes from OPENAI_API_KEY)."""
-    return LLMSettings(base_url=args.base_url, max_cost_usd=args.max_cost, concurrency=args.concurrency)
+    return LLMSettings(base_url=args.base_url, max_cost_usd=args.max_cost, concurrency=args.concurrency,
+                       timeout_s=args.timeout)

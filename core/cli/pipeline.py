@@ -21,6 +21,7 @@ from core.cli.args import (
     parse_neurons,
     sample_neurons,
 )
+from core.cli.interop import add_imported_option, run_score_imported
 from core.score import format_score
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score your own explanation of neurons (stored as explainer 'human')")
     p.add_argument("cache", type=Path)
     p.add_argument("--neurons", required=True, help="LAYER:NEURON, or several (e.g. 3:42 or 3:40-45,7:1)")
-    p.add_argument("--explanation", required=True, help="what the neuron responds to, e.g. \"the word 'return'\"")
+    p.add_argument("--explanation", help="what the neuron responds to, e.g. \"the word 'return'\"")
+    add_imported_option(p)
     p.add_argument("--simulator", default="baseline", help="baseline (default), local, local:MODEL, or openai:MODEL")
     add_llm_options(p)
     p.set_defaults(run=run_score)
@@ -132,6 +134,10 @@ def run_score(args: argparse.Namespace) -> int:
     from core.score import check_explanation, score_explanation
     from core.store import open_results_writer
 
+    if args.imported:
+        return run_score_imported(args)
+    if not args.explanation:
+        raise CliError("give --explanation \"...\" (your own), or --imported to re-score imported explanations")
     text = check_explanation(args.explanation)
     neurons = parse_neurons(args.neurons)
     with open_results_writer(args.cache) as writer:
@@ -141,7 +147,7 @@ def run_score(args: argparse.Namespace) -> int:
         made.check()
         print(f"{'neuron':>8} {'all':>9} {'top':>9} {'random':>9}  per excerpt (top, then random)")
         for neuron in neurons:
-            scored = score_explanation(writer, neuron, text, made.simulator)
+            scored = score_explanation(writer, neuron, text, made.simulator, calibrate=True)
             save_human_explanation(writer, scored, made.simulator.prompt_version)
             per = " ".join(format_score(e.score) for e in scored.excerpts)
             s = scored.scores

@@ -33,6 +33,7 @@ from core.store.related import RelatedQueries, RelatedWrites
 from core.store.responses import ResponseCache
 from core.store.schema import (
     NOTES,
+    OLDEST_READABLE_VERSION,
     RECORDING,
     RESULTS,
     SCHEMA_VERSION,
@@ -106,7 +107,8 @@ def open_reader(path: str | Path) -> CacheReader:
 
 def open_results_writer(path: str | Path) -> ResultsWriter:
     """The cache at `path` for writing results (the recording stays read-only). A cache of schema version 1 is
-    migrated first; results of an earlier build of this path are moved aside."""
+    split first (a version-2 recording is used as it is); results of an earlier build of this path are moved
+    aside."""
     path = Path(path)
     try:
         return ResultsWriter(_connect(path, lambda db: attach_pipeline_files(db, writable=True)))
@@ -180,7 +182,7 @@ def attach_pipeline_files(db: Database, *, writable: bool) -> None:
         raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
     meta = read_meta(cur, RECORDING)
     version = int(meta.get("schema_version", 1))
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_READABLE_VERSION:
         raise OldLayoutError(old_layout_message(path, version))
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer Neuron Atlas (schema version {version}; this checkout reads "

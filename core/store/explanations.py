@@ -1,6 +1,6 @@
-"""Explanations, their scores and their simulations (results file; written by core/explain.py's runs).
+"""Explanations, their scores and their simulations (results file; written by explain runs, `score`, and imports).
 
-ExplanationQueries reads them; ExplanationWrites is the part of ResultsWriter that stores an explain run.
+ExplanationQueries reads them; ExplanationWrites is the part of ResultsWriter that stores them.
 BEST_EXPLANATIONS is the relation every table of neurons joins for "the neuron's best explanation".
 """
 
@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 
+from core.packing import decode_tuple
 from core.store.database import Queries
 from core.store.schema import RECORDING, RESULTS
 from core.types import (
@@ -37,20 +40,23 @@ BEST_EXPLANATIONS = (
     "SELECT e.layer, e.neuron, e.explanation_id, e.text AS explanation, e.explainer, e.simulator, "
     f"s.score_all AS score, s.score_top, s.score_random FROM {_FROM} WHERE e.status = 'ok' "
     "QUALIFY row_number() OVER (PARTITION BY e.layer, e.neuron "
-    "ORDER BY s.score_all DESC NULLS LAST, e.explanation_id DESC) = 1"
+    "ORDER BY e.calibration_score DESC NULLS LAST, e.explanation_id DESC) = 1"
 )
 """A relation (layer, neuron, explanation_id, explanation, explainer, simulator, score, score_top, score_random):
-each neuron's best finished explanation by top-and-random score (unscored ones last), for joining into tables."""
+each neuron's best finished explanation, for joining into tables. "Best" is chosen on the CALIBRATE excerpts
+(calibration_score; ones without it last, newest first), never on the SCORE excerpts whose score is reported: a
+choice made on the reported score would inflate it."""
 
 
 class ExplanationQueries(Queries):
     """Reads of explanations, scores and simulations."""
 
     def explanations(self, neuron: NeuronId) -> list[ExplanationRecord]:
-        """A neuron's explanations with their scores: best top-and-random score first, unscored and failed last."""
+        """A neuron's explanations with their scores, best first as BEST_EXPLANATIONS chooses it (on the CALIBRATE
+        excerpts), failed ones last."""
         rows = self._db.cursor().execute(
             f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.layer = ? AND e.neuron = ? "
-            "ORDER BY e.status = 'ok' DESC, s.score_all DESC NULLS LAST, e.explanation_id DESC",
+            "ORDER BY e.status = 'ok' DESC, e.calibration_score DESC NULLS LAST, e.explanation_id DESC",
             [neuron.layer, neuron.neuron],
         ).fetchall()
         return [_explanation(row) for row in rows]
@@ -89,7 +95,7 @@ class ExplanationQueries(Queries):
         return [
             ExcerptSimulation(
                 excerpt_id=int(r[0]), kind=ExcerptKind(r[1]), split=Split(r[2]), tokens=tuple(r[3]),
-                activations=tuple(float(v) for v in r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
+                activations=decode_tuple(r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
                 score=None if r[6] is None else float(r[6]),
             )
             for r in rows
@@ -101,6 +107,14 @@ class ExplanationQueries(Queries):
             f"SELECT (SELECT count(*) FROM {RESULTS}.explanations), (SELECT count(*) FROM {RESULTS}.scores)"
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def explanation_scores(self, explanation_id: int) -> dict[str, Scores]:
+        """Every simulator's scores of one explanation, by simulator spec."""
+        rows = self._db.cursor().execute(
+            f"SELECT simulator, score_all, score_top, score_random, tokens FROM {RESULTS}.scores "
+            "WHERE explanation_id = ? ORDER BY simulator", [explanation_id],
+        ).fetchall()
+        return {r[0]: Scores(r[1], r[2], r[3], int(r[4])) for r in rows}
 
 
 class ExplanationWrites(Queries):
@@ -143,19 +157,53 @@ class ExplanationWrites(Queries):
                 [explanation_id, neuron.layer, neuron.neuron, text, explainer, model, prompt_version, simulator,
                  str(status), failure, candidates, finite(calibration_score)],
             )
-            if scores is not None:
-                cur.execute(
-                    f"INSERT INTO {RESULTS}.scores VALUES (?, ?, ?, ?, ?, ?)",
-                    [explanation_id, simulator, finite(scores.all), finite(scores.top), finite(scores.random),
-                     scores.tokens],
-                )
-            if simulations:
-                cur.executemany(
-                    f"INSERT INTO {RESULTS}.simulations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [[explanation_id, simulator, s.excerpt_id, str(s.kind), str(s.split),
-                      list(s.normalized_predictions), finite(s.score)] for s in simulations],
-                )
+            _insert_scores(cur, explanation_id, simulator, scores, simulations)
         return explanation_id
+
+    def add_score(
+        self, explanation_id: int, simulator: str, scores: Scores, simulations: Sequence[ExcerptSimulation] = ()
+    ) -> None:
+        """Store the scores and simulations of an existing explanation by one more simulator (replacing that
+        simulator's earlier ones), in one transaction (`score --imported`)."""
+        with self._db.transaction() as cur:
+            for table in ("simulations", "scores"):
+                cur.execute(f"DELETE FROM {RESULTS}.{table} WHERE explanation_id = ? AND simulator = ?",
+                            [explanation_id, simulator])
+            _insert_scores(cur, explanation_id, simulator, scores, simulations)
+
+    def insert_explanation_rows(self, explanations: pa.Table, scores: pa.Table, simulations: pa.Table) -> int:
+        """Many finished explanations at once (an import), in one transaction. The tables hold the columns of
+        explanations (without created_at), scores and simulations in schema order, with explanation ids counted
+        from 0; they are stored after the last id. Returns the id the first one got."""
+        with self._db.transaction() as cur:
+            [(base,)] = cur.execute(
+                f"SELECT coalesce(max(explanation_id), 0) + 1 FROM {RESULTS}.explanations"
+            ).fetchall()  # fetchall: the cursor must be finished before it registers the rows
+            for name, rows in (("explanations", explanations), ("scores", scores), ("simulations", simulations)):
+                cur.register("interop_rows", rows)
+                try:
+                    stamp = ", (now() AT TIME ZONE 'UTC')" if name == "explanations" else ""
+                    cur.execute(f"INSERT INTO {RESULTS}.{name} SELECT * REPLACE (explanation_id + ? AS "
+                                f"explanation_id){stamp} FROM interop_rows", [base])
+                finally:
+                    cur.unregister("interop_rows")
+        return int(base)
+
+
+def _insert_scores(cur: duckdb.DuckDBPyConnection, explanation_id: int, simulator: str, scores: Scores | None,
+                   simulations: Sequence[ExcerptSimulation]) -> None:
+    """The scores row and simulated excerpts of one explanation by one simulator (in the caller's transaction)."""
+    if scores is not None:
+        cur.execute(
+            f"INSERT INTO {RESULTS}.scores VALUES (?, ?, ?, ?, ?, ?)",
+            [explanation_id, simulator, finite(scores.all), finite(scores.top), finite(scores.random), scores.tokens],
+        )
+    if simulations:
+        cur.executemany(
+            f"INSERT INTO {RESULTS}.simulations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [[explanation_id, simulator, s.excerpt_id, str(s.kind), str(s.split), list(s.normalized_predictions),
+              finite(s.score)] for s in simulations],
+        )
 
 
 def finite(value: float | None) -> float | None:
