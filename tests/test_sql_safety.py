@@ -98,16 +98,14 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/schema.py", "create_tables", "columns"): "column definitions, a value of the TABLES constant",
     ("core/store/schema.py", "read_meta", "database"): "a database alias; every caller passes a constant",
     ("core/store/schema.py", "write_meta", "database"): "a database alias; every caller passes a constant",
-    ("core/store/migrate.py", "cache_version", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
-                                                                  "doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
                                                                   "doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(results_tmp)"): "ATTACH takes no bound parameters; "
                                                                          "sql_path doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(recording_tmp)"): "ATTACH takes no bound parameters; "
                                                                            "sql_path doubles quotes",
-    ("core/store/migrate.py", "_pack_recording", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
-                                                                    "doubles quotes",
+    ("core/store/migrate.py", "_attach_old", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
+                                                                "doubles quotes",
     ("core/store/migrate.py", "_pack_recording", "sql_path(recording_tmp)"): "ATTACH takes no bound parameters; "
                                                                              "sql_path doubles quotes",
     ("core/store/migrate.py", "_copy_packed", "columns"): "column names joined from the _NEURON_EXCERPT_COLUMNS "
