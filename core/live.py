@@ -128,13 +128,17 @@ def suggest(
     """Score a person's explanation live and keep it as a suggestion; the neuron's best explanation is scored by
     the same simulator too, so the two compare fairly. The person wrote theirs on the page that shows the scoring
     excerpts, so its score is kept as seen (optimistic); the stored explanation's explainer never saw them."""
+    from core.score import readability_problem
+
     mine = score_text(reader, notes, neuron, text, backend, queue, author_saw_score_excerpts=True)
     best = next((e.text for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
     if best is None:  # the one the dashboard made on view, if any, is what the page shows as the neuron's
         on_view = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
         best = on_view.text if on_view is not None else None
+    # a cache explained before the readability rule holds explanations the simulators refuse to read (a token
+    # table of 900 characters): then there is nothing to compare with, and the person's suggestion still counts
     current = (score_text(reader, notes, neuron, best, backend, queue, author_saw_score_excerpts=False)
-               if best else None)
+               if best and readability_problem(best) is None else None)
     return Suggested(notes.add_suggestion(neuron, text, author, "person", mine.score_id), current)
 
 

@@ -46,9 +46,9 @@ def tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Seque
     """widgets.related_tokens_panel; when the model is missing, the lists that have tokens and one message for the
     rest (every list is computed by `related`, which reads the model)."""
     if model is None:
-        widgets.related_tokens_panel(ctx, found)
+        widgets.related_tokens_panel(ctx, found, "imported.tokens")
         return
     kept = [(kind, tokens) for kind, tokens in found if tokens]
     if kept:
-        widgets.related_tokens_panel(ctx, kept)
+        widgets.related_tokens_panel(ctx, kept, "imported.kept_tokens")
     needs_model(ctx, model, "related tokens", related_command(ctx))

@@ -87,9 +87,9 @@ else:
 
 st.subheader("Related tokens")
 if missing is None:
-    widgets.related_tokens_panel(ctx, view.tokens)
+    widgets.related_tokens_panel(ctx, view.tokens, "related.tokens")
 elif any(tokens for _, tokens in view.tokens):
-    widgets.related_tokens_panel(ctx, [(kind, tokens) for kind, tokens in view.tokens if tokens])
+    widgets.related_tokens_panel(ctx, [(kind, tokens) for kind, tokens in view.tokens if tokens], "related.tokens")
 else:
     st.caption("They need the model (see above).")
 widgets.page_end()

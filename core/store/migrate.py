@@ -8,7 +8,8 @@
 - A version-2 recording (FLOAT[] activations) reads as it is; `python -m core migrate CACHE` rewrites it with the
   activations packed (core/packing.py), as PATH.tmp renamed into place, with the same build id, so its results stay
   its results. Nothing does this on its own: it rewrites the whole recording (minutes for the default model).
-- Older notes files are upgraded in place by their only writer (the dashboard, or `migrate`).
+- Older notes files are upgraded in place by their only writer (the dashboard, or `migrate`): later columns are
+  added and missing tables (the classroom's) created.
 """
 
 from __future__ import annotations
