@@ -10,7 +10,7 @@ one lock, so sessions and worker threads can share a Database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -47,6 +47,8 @@ class Database:
         self._write_lock = threading.Lock()
         self.files: dict[str, Path | None] = {}
         """Attached name -> its file, or None for an empty stand-in."""
+        self.after_commit: Callable[[], None] | None = None
+        """Called after each committed transaction, outside the write lock (the results writer publishes there)."""
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one call (threads must not share one)."""
@@ -87,6 +89,14 @@ class Database:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+        if self.after_commit is not None:
+            self.after_commit()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor while no transaction can start (to checkpoint a file and copy it with nothing in between)."""
+        with self._write_lock:
+            yield self.cursor()
 
     def checkpoint(self, name: str) -> None:
         """Write `name`'s changes into its file (so a copy or a rename carries them)."""
