@@ -12,9 +12,9 @@ import streamlit as st
 
 from core import views
 from core.paths import remember_cache
-from core.store import StoreError
+from core.store import StoreError, signatures
 from dashboard import widgets
-from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache
+from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache, run_page, watch_cache
 
 
 def frame() -> Frame:
@@ -26,16 +26,19 @@ def frame() -> Frame:
     try:
         cache = open_cache(path)
     except StoreError as error:
-        st.sidebar.error(str(error))
+        widgets.cache_problem(path, error)
+        watch_cache(str(path), signatures(path))  # runs the page again when the file is rebuilt or comes back
         # a missing file gets the build message; anything else is shown as it is
         return Frame(None, None if not path.exists() else str(error))
+    watch_cache(str(path), cache.signature)
     remember_cache(path)
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
     return Frame(PageContext(cache, info, neuron, widgets.live_settings_sidebar()))
 
 
-st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
+# the icon is an emoji: a Material icon name here makes every browser fetch it from a font server on the internet
+st.set_page_config(page_title="Neuron Atlas", page_icon="🧠", layout="wide")
 navigation = st.navigation([
     st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True),
     st.Page(PAGES["picker"], title="Find a neuron", icon=":material/search:"),
@@ -45,4 +48,4 @@ navigation = st.navigation([
     st.Page(PAGES["try"], title="Try your own text", icon=":material/edit_note:"),
 ])
 with frame_running(frame()):
-    navigation.run()
+    run_page(navigation.run)

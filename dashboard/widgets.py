@@ -20,6 +20,7 @@ from core.backends import BackendKind, BackendSpec, LLMSettings
 from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import REPO_DIR, default_cache, known_caches
 from core.score import format_score
+from core.store import NotesError, StoreError, set_notes_aside
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
 from dashboard import render
 from dashboard.state import PAGES, PageContext, live_work
@@ -69,8 +70,10 @@ def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> Neur
 
 
 def neuron_button(neuron: NeuronId, label: str | None = None, key: str | None = None, **kwargs: Any) -> bool:
-    """A button that moves this session to `neuron` (every page follows the sidebar)."""
-    return st.button(label or f"→ {neuron}", key=key, on_click=go_to, args=(neuron.layer, neuron.neuron), **kwargs)
+    """A button that moves this session to `neuron` (every page follows the sidebar); the label is shown as text
+    (it may hold explanations people or models wrote)."""
+    return st.button(render.plain(label or f"→ {neuron}"), key=key, on_click=go_to,
+                     args=(neuron.layer, neuron.neuron), **kwargs)
 
 
 def page_link(page: str, label: str) -> None:
@@ -124,8 +127,20 @@ def cache_sidebar() -> Path | None:
         st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb",
                       on_change=_type_cache)
         if current is not None:
-            st.caption(f"`{current}`")
+            st.caption(render.code(current))
     return Path(current) if current is not None else None
+
+
+def cache_problem(path: Path, error: StoreError) -> None:
+    """The sidebar's word on a cache that cannot be opened, with a way forward: a damaged notes file can be set
+    aside (kept beside the cache) so the dashboard starts new notes."""
+    st.sidebar.error(render.plain(error))
+    if isinstance(error, NotesError) and error.damaged and st.sidebar.button(
+            "Set the damaged notes file aside and start new notes", key="notes_aside"):
+        aside = set_notes_aside(path)
+        st.toast(f"The damaged notes file is kept as {render.plain(aside.name)}")
+        st.rerun()
+    st.sidebar.button("Try again", key="cache_retry")
 
 
 BACKEND_LABELS: dict[BackendKind, str] = {
@@ -213,7 +228,7 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 
 def not_computed(what: str, command: str) -> None:
     """Say that a part of the cache is missing and which command fills it."""
-    st.info(f"{what}: not computed yet — run `{command}`")
+    st.info(f"{what}: not computed yet — run {render.code(command)}")
 
 
 TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
@@ -250,7 +265,7 @@ def generate_panel(ctx: PageContext) -> None:
     """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
     priced models), scored live and kept in the notes as a suggestion from that explainer."""
     backend = ctx.live
-    spec = str(backend.spec)
+    spec = render.plain(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:
         if not backend.settings.api_key and not backend.settings.base_url:
             st.caption(f"To generate with **{spec}**, give an API key (or a base URL) in the sidebar.")
@@ -267,7 +282,7 @@ def generate_panel(ctx: PageContext) -> None:
     try:
         made = generate(ctx.reader, ctx.notes, ctx.neuron, backend, live_work)
     except LiveError as error:
-        st.error(str(error))
+        st.error(render.plain(error))
         return
     score = f"  (score {format_score(made.score.score_all)})" if made.score else ""
-    st.success(f"New explanation kept as a suggestion: {made.text}{score}")
+    st.success(f"New explanation kept as a suggestion: {render.plain(made.text)}{render.plain(score)}")

@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import widgets
+from dashboard import render, widgets
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -22,7 +22,7 @@ MAX_TOKENS = 256
 ctx = page_context()
 neuron = ctx.neuron
 st.title(f"Neuron {neuron} — try your own text")
-st.caption(f"Runs the cache's model ({ctx.info.model}) on your text, up to layer {neuron.layer}.")
+st.caption(f"Runs the cache's model ({render.plain(ctx.info.model)}) on your text, up to layer {neuron.layer}.")
 with st.form("try_form"):
     text = st.text_area("Text", key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
@@ -32,7 +32,7 @@ if run and text.strip():
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
                                                                          MAX_TOKENS, live_work))
     except LiveError as error:
-        st.error(str(error))
+        st.error(render.plain(error))
 
 found = st.session_state.get("try_result")
 if found is None or found[0] != neuron.layer:

@@ -15,12 +15,17 @@ working copy published by rename (core/store/publish.py), so readers never wait 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from core.paths import file_signature, notes_path, partial_dir, results_path, temp_path
 from core.store.database import Database, StoreError
@@ -153,10 +158,41 @@ def _connect(path: Path, attach: Callable[[Database], object]) -> Database:
     return db
 
 
+class NotesError(StoreError):
+    """The notes file cannot be opened: in use by another process, or `damaged` (it is never changed then)."""
+
+    def __init__(self, message: str, *, damaged: bool) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+
+
 def _attach_dashboard(db: Database) -> None:
     attach_pipeline_files(db)
-    db.attach(NOTES, notes_path(db.path), read_only=False)
-    upgrade_notes(db.cursor())
+    notes = notes_path(db.path)
+    try:
+        db.attach(NOTES, notes, read_only=False)
+        upgrade_notes(db.cursor())
+    except (StoreError, duckdb.Error) as error:
+        detail = " ".join(str(error).split())
+        if "in use by another process" in detail or "lock" in detail.lower():
+            raise NotesError(f"the notes file {notes} (people's suggestions and ratings) is in use by another process "
+                             "(a second dashboard on this cache?): stop that one, then try again", damaged=False
+                             ) from error
+        raise NotesError(f"the notes file {notes} (people's suggestions and ratings) cannot be read ({detail}); it is "
+                         "left as it is: restore it from a copy, or set it aside and start new notes", damaged=True
+                         ) from error
+
+
+def set_notes_aside(cache_path: str | Path) -> Path:
+    """Rename a damaged notes file (and its log) to NAME.notes.damaged-DATE.duckdb, kept beside the cache; the
+    dashboard then starts new notes. Returns where it went."""
+    notes = notes_path(cache_path)
+    aside = notes.with_name(f"{notes.name.removesuffix('.duckdb')}.damaged-{time.strftime('%Y%m%d-%H%M%S')}.duckdb")
+    os.replace(notes, aside)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(f"{notes}.wal", f"{aside}.wal")
+    log.warning("set the damaged notes file %s aside as %s", notes, aside)
+    return aside
 
 
 class DashboardCache:
