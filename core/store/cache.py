@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from core.paths import file_signature, notes_path, partial_dir, results_path, temp_path
-from core.store.database import Database, StoreError
+from core.store.database import Database, StoreError, reading
 from core.store.explanations import ExplanationQueries, ExplanationWrites
 from core.store.migrate import OldLayoutError, migrate_cache, old_layout_message, upgrade_notes
 from core.store.notes import NotesStore
@@ -242,9 +242,10 @@ def attach_recording(db: Database) -> str:
         raise StoreError(f"no cache at {path}{hint}; build one with `python -m core build --cache {path}`")
     db.attach(RECORDING, path, read_only=True)
     cur = db.cursor()
-    if not has_table(cur, RECORDING, "meta"):
-        raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
-    meta = read_meta(cur, RECORDING)
+    with reading(path):
+        if not has_table(cur, RECORDING, "meta"):
+            raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
+        meta = read_meta(cur, RECORDING)
     version = int(meta.get("schema_version", 1))
     if version < SCHEMA_VERSION:
         raise OldLayoutError(old_layout_message(path, version))
@@ -260,7 +261,9 @@ def _attach_results(db: Database, build_id: str) -> None:
     file = results_path(db.path)
     if file.exists():
         db.attach(RESULTS, file, read_only=True)
-        if read_meta(db.cursor(), RESULTS).get("recording_id") == build_id:
+        with reading(file):
+            recording_id = read_meta(db.cursor(), RESULTS).get("recording_id")
+        if recording_id == build_id:
             return
         db.detach(RESULTS)
         log.warning("%s holds results of an earlier build of %s; they are not shown (run explain or related "

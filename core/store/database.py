@@ -32,6 +32,16 @@ def lock_message(path: Path, error: Exception) -> str:
     return f"cannot open {path}: {' '.join(str(error).split())}"
 
 
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Around the first reads of a file just attached: DuckDB reads blocks lazily, so a file cut short or
+    overwritten fails here, not at ATTACH; that becomes the StoreError of a file that cannot be opened."""
+    try:
+        yield
+    except duckdb.Error as error:
+        raise StoreError(lock_message(path, error)) from error
+
+
 def sql_path(path: Path) -> str:
     """A path for ATTACH, which takes no bound parameters: a quote is doubled as in SQL."""
     return str(path).replace("'", "''")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from core.killpoints import kill_point
 from core.paths import results_path
-from core.store.database import Database, StoreError
+from core.store.database import Database, StoreError, reading
 from core.store.schema import RESULTS, create_tables, read_meta, write_meta
 
 log = logging.getLogger(__name__)
@@ -222,14 +222,18 @@ class WorkingCopy:
         file that cannot be read, or belongs to an earlier build, is moved aside (kept, never deleted)."""
         try:
             self._db.attach(RESULTS, self.files.working, read_only=False)
+            with reading(self.files.working):
+                recording_id = read_meta(self._db.cursor(), RESULTS).get("recording_id")
         except StoreError as error:
+            if RESULTS in self._db.files:
+                self._db.detach(RESULTS)
             if resumed:
                 log.warning("a stopped run's working copy %s cannot be read (%s); starting from the published "
                             "results", self.files.working, error)
             else:
                 self._set_aside("damaged", f"cannot be read ({error})")
             return False
-        if read_meta(self._db.cursor(), RESULTS).get("recording_id") == self._build_id:
+        if recording_id == self._build_id:
             return True
         self._db.detach(RESULTS)
         if not resumed:
