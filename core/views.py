@@ -183,7 +183,7 @@ class ScoringView:
     neuron: NeuronId
     stats: NeuronStats | None
     explained: tuple[ExplanationRecord, ...]
-    """Finished explanations with text, best score first."""
+    """Finished explanations with text, best first (chosen on the CALIBRATE excerpts)."""
 
 
 def scoring(reader: CacheReader, neuron: NeuronId) -> ScoringView:

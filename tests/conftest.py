@@ -323,8 +323,9 @@ TINY_CORPUS = "The cat sat on the mat. def f(x):\n    return x + 1\n100% of_the 
 """The tiny cache's corpus: words, code, a literal % and _ (search must take them literally)."""
 
 TINY_EXPLAINED = [("0:1", "cats and mats", 0.61), ("0:2", "100% literal", 0.12), ("1:5", "the word return", 0.48)]
-"""(neuron, explanation, score) stored in the tiny cache by explainer "baseline" and simulator "baseline"; 1:5 also
-has a worse explanation scored by simulator "other"."""
+"""(neuron, explanation, score) stored in the tiny cache by explainer "baseline" and simulator "baseline" (with the
+score as calibration score too: the best explanation is chosen on it); 1:5 also has a worse explanation scored by
+simulator "other"."""
 
 
 @pytest.fixture(scope="session")
@@ -348,7 +349,7 @@ def tiny_explained_cache(tiny_subject, tmp_path_factory) -> Path:
     with open_results_writer(cache) as writer:
         for neuron, text, score, simulator in [*stored, (NeuronId(1, 5), "a worse one", 0.05, "other")]:
             writer.add_explanation(neuron, text=text, explainer="baseline", model=None, prompt_version="t",
-                                   simulator=simulator, status=ExplanationStatus.OK,
+                                   simulator=simulator, status=ExplanationStatus.OK, calibration_score=score,
                                    scores=Scores(score, score, None, 32))
     return cache
 

@@ -31,6 +31,22 @@ def test_bad_specs_say_what_to_write(text, message):
         BackendSpec.parse(text, "simulator")
 
 
+def test_baseline_variants_belong_to_their_role():
+    themes, words = BackendSpec.parse("baseline:themes", "explainer"), BackendSpec.parse("Baseline:Words", "simulator")
+    assert (str(themes), themes.is_llm, themes.client_spec) == ("baseline:themes", False, "local")
+    assert (str(words), words.client_spec) == ("baseline:words", None)
+    with pytest.raises(BackendSpecError, match="use baseline, baseline:words"):
+        BackendSpec.parse("baseline:themes", "simulator")
+    with pytest.raises(BackendSpecError, match="use baseline, baseline:themes"):
+        BackendSpec.parse("baseline:words", "explainer")
+
+
+def test_the_themes_explainer_gets_the_built_in_model_as_its_client(monkeypatch):
+    made = wire("baseline", explainer="baseline:themes")
+    assert isinstance(made.explainer, BaselineExplainer) and made.explainer.spec == "baseline:themes"
+    assert list(made.clients) == ["local"] and made.explainer.themes is made.clients["local"] and not made.uses_api
+
+
 def test_the_key_never_shows_in_settings():
     settings = LLMSettings(api_key="sk-secret-123", base_url="http://127.0.0.1:9/v1")
     assert "sk-secret" not in repr(settings) and "sk-secret" not in str(settings)

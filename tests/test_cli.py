@@ -62,6 +62,7 @@ def test_build_on_a_tiny_model_then_again_is_a_no_op(tiny_model_folder, tmp_path
         (("build", "--model", "/nonexistent/folder", "--tokens", "100"), ("/nonexistent/folder",)),
         (("build", "--corpus", "/nonexistent/text.txt", "--tokens", "100"), ("/nonexistent/text.txt",)),
         (("info", "/nonexistent/cache.duckdb"), ("no cache at",)),
+        (("build", "--tokens", "100", "--workers", "2"), ("--workers needs --ray",)),
     ],
 )
 def test_bad_input_gets_one_clear_line(args, fragments, tmp_path):

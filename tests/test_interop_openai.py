@@ -254,6 +254,7 @@ def test_import_stores_every_record_with_openai_splits(imported, openai_folder):
     with open_reader(cache) as store:
         rows = store.neuron_excerpts(NeuronId(0, 0))
         stats = store.neuron_stats(NeuronId(0, 0))
+        assert store.meta()["activation_encoding"].startswith("float32")  # published values are not rounded
     with duckdb.connect(str(cache), read_only=True) as con:  # the recording file itself, as any DuckDB client reads it
         vocab = dict(con.execute("SELECT token, token_id FROM vocab").fetchall())
     by_kind: dict[tuple[str, int | None], list] = {}
@@ -299,7 +300,7 @@ def test_imported_explanations_keep_published_scores_and_simulations(imported, o
             predicted = np.concatenate([s.normalized_predictions for s in sims])
             assert _corrcoef(truth, predicted) == pytest.approx(record.score_all, abs=1e-5)
     breaking = report.split("readability rule")[1]
-    assert "capitalised abbreviations" in breaking and "characters (at most 100); contains a number" in breaking
+    assert "capitalised abbreviations" in breaking and "characters long; the limit is 100" in breaking
     assert "the word \"ME\" in capital letters" not in breaking  # kept as published either way
 
 

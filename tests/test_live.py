@@ -10,6 +10,7 @@ import pytest
 
 from core.backends import BackendKind, BackendSpec
 from core.live import LiveBackend, LiveError, generate, generation_cost, score_text, suggest, text_activations
+from core.score import is_readable
 from core.types import NeuronId
 
 BASELINE = LiveBackend(BackendSpec(BackendKind.BASELINE))
@@ -52,7 +53,7 @@ def test_a_suggestion_is_compared_with_the_best_explanation_by_the_same_simulato
 
 def test_generating_keeps_a_scored_suggestion_from_the_explainer(cache):
     made = generate(cache.reader, cache.notes, NeuronId(1, 7), BASELINE)
-    assert made.source == "baseline" and made.text.startswith("fires on") and made.score is not None
+    assert made.source == "baseline" and is_readable(made.text) and made.score is not None
     assert cache.reader.explanations(NeuronId(1, 7)) == []  # never in the results
 
 

@@ -7,9 +7,9 @@ from core.prompts import ExampleExcerpt
 
 
 def test_versions_are_named_per_family():
-    assert prompts.EXPLAIN_ACTIVATIONS_VERSION == "explain-activations/1"
-    assert prompts.EXPLAIN_TOKENS_VERSION == "explain-tokens/1"
-    assert prompts.BASELINE_VERSION == "baseline/1"
+    assert prompts.EXPLAIN_ACTIVATIONS_VERSION == "explain-activations/2"
+    assert prompts.EXPLAIN_TOKENS_VERSION == "explain-tokens/2"
+    assert prompts.BASELINE_VERSION == "baseline/2"
     assert prompts.SIMULATE_ALL_VERSION == "simulate-all/1"
     assert prompts.SIMULATE_CHAT_VERSION == "simulate-chat/1"
 
@@ -33,8 +33,10 @@ def test_activation_explainer_messages_golden():
         "neuron's activation on that token, from 0 (silent) to 10 (its strongest response). An excerpt starts with "
         "<start> and ends with <end>. When only a few tokens of an excerpt are non-zero, those lines are listed once "
         "more after the excerpt. Work out what the high activations have in common, including the words just before "
-        "them, and answer with one short phrase that would let someone predict the activations of new text. Begin "
-        'your answer with "the main thing this neuron does is find".'
+        "them, and answer with one short phrase that a teacher could read aloud to a class and that would let someone "
+        "predict the activations of new text, such as \"the word 'ME'\" or \"numbers in a list\": under 100 "
+        'characters, no activation numbers, at most five quoted tokens. Begin your answer with "the main thing this '
+        'neuron does is find".'
     )
     assert messages[1]["content"] == (
         "Neuron 1\nActivations:\n<start>\nThe\t0\n meeting\t0\n moved\t0\n to\t0\n March\t10\n 3\t2\n,\t0\n 2021\t0\n"
@@ -53,7 +55,7 @@ def test_activation_explainer_messages_golden():
 def test_token_space_prompt_golden():
     assert prompts.explain_tokens_prompt(["depend", "depends", "rely"]) == (
         "Each list below holds the words that one neuron of a language model responds to most. Name what the words "
-        "have in common in a few words.\n\n"
+        "have in common in a short phrase a teacher could read aloud.\n\n"
         "Words: apples, bananas, oranges, grapes, cherries\nCommon theme: fruits\n\n"
         "Words: Monday, Tuesday, Friday, Sunday, weekend\nCommon theme: days of the week\n\n"
         "Words: doctor, nurse, hospital, patient, surgery\nCommon theme: healthcare\n\n"
@@ -65,11 +67,12 @@ def test_token_space_prompt_golden():
 
 def test_token_space_result_golden():
     assert prompts.EXPLAIN_TOKENS_RESULT.format(theme="days", tokens='" Monday", "Friday"') == (
-        'days (" Monday", "Friday")'
+        'days, like " Monday", "Friday"'
     )
 
 
-def test_baseline_format_golden():
+def test_old_token_table_format_golden():
+    """The token table of baseline/1, now a reference row of bench/quality.py (it breaks the readability rule)."""
     item = prompts.BASELINE_TOKEN.format(token=prompts.quote_token(' "x'), level=7)
     context = prompts.BASELINE_CONTEXT.format(token=prompts.quote_token("y"), previous=prompts.quote_token("\n"),
                                               level=4)

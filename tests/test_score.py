@@ -13,7 +13,9 @@ from core.score import (
     ScoreError,
     check_explanation,
     format_score,
+    is_readable,
     pearson,
+    readability_problem,
     score_explanation,
     score_simulations,
 )
@@ -73,6 +75,36 @@ def test_check_explanation_rejects_empty_and_overlong_text():
         check_explanation("x" * (MAX_EXPLANATION_CHARS + 1))
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("the word 'ME'", None),
+        ("numbers in a list", None),
+        ('" more" and " less"', None),
+        ('the number "10" and the year 1999', None),  # numbers that are tokens or words, not activations
+        ('"a", "b", "c", "d" and "e"', None),
+        ("x" * 100, None),
+        ("x" * 101, "101 characters long; the limit is 100"),
+        ('"a", "b", "c", "d", "e" and "f"', "quotes 6 tokens; the limit is 5"),
+        ("'a', “b”, `c`, \"d\", 'e', 'f'", "quotes 6 tokens"),
+        ('fires on " more" (9.4), " less" (4.2)', "activation numbers ('(9.4)')"),
+        ("commas, activation 7", "activation numbers ('activation 7')"),
+        ("the word 'if' at level: 3", "activation numbers"),
+        ("closing brackets, 8/10", "activation numbers ('8/10')"),
+        ("", "empty"),
+    ],
+)
+def test_the_readability_rule(text, problem):
+    found = readability_problem(text)
+    if problem is None:
+        assert found is None and is_readable(text)
+    else:
+        assert found is not None and problem in found and not is_readable(text)
+        with pytest.raises(ScoreError, match="the explanation"):
+            check_explanation(text)
+    assert check_explanation("it's the word's end") == "it's the word's end"  # apostrophes are not quotes
+
+
 def test_score_explanation_reads_the_score_split_and_writes_nothing(small_cache):
     neuron = NeuronId(0, 5)
     with open_reader(small_cache) as store:
@@ -89,6 +121,13 @@ def test_score_explanation_reads_the_score_split_and_writes_nothing(small_cache)
     for excerpt in scored.excerpts:
         assert len(excerpt.normalized_predictions) == len(excerpt.tokens) == len(excerpt.activations)
     assert scored.scores.tokens == sum(len(e.tokens) for e in scored.excerpts)
+    assert scored.calibration is None
+    with open_reader(small_cache) as store:
+        calibrated = score_explanation(store, neuron, f"the token {word!r}", BaselineSimulator(), calibrate=True)
+        calibrate = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP, ExcerptKind.RANDOM],
+                                          splits=[Split.CALIBRATE])
+    assert calibrated.scores == scored.scores and calibrated.calibration is not None
+    assert calibrated.calibration.tokens == sum(len(e.activations) for e in calibrate)
 
 
 def test_score_explanation_rejects_bad_neurons_and_texts(small_cache):

@@ -20,6 +20,7 @@ from core.simulate import (
     make_simulator,
     read_json_predictions,
     read_line_predictions,
+    ten_share,
 )
 from core.types import Excerpt
 
@@ -52,6 +53,21 @@ def test_make_simulator_openai_without_key_is_one_clear_error(monkeypatch):
 
 
 # --- reading API answers ------------------------------------------------------------------------------------------
+
+
+def test_a_one_followed_by_zero_reads_as_ten():
+    assert expected_value([("1", math.log(0.5)), ("3", math.log(0.5))], ten_share=1.0) == pytest.approx(6.5)
+    assert ten_share([("0", math.log(0.6)), ("\n", math.log(0.2)), ("5", math.log(0.2))]) == pytest.approx(0.75)
+    assert ten_share([("5", 0.0)]) is None
+    # a numbered-lines answer whose tokenizer wrote 10 as "1" + "0": line 1 reads 10, line 2 reads 1
+    text = "1\t10\n2\t1\n"
+    tokens = split_tokens(text)
+    tops = {2: [("1", math.log(0.9)), ("7", math.log(0.1))], 3: [("0", math.log(0.95)), ("\n", math.log(0.05))],
+            7: [("1", 0.0)], 8: [("\n", math.log(0.99)), ("0", math.log(0.01))]}
+    logprobs = with_tops(tokens, lambda i, t: tops.get(i, [(t, 0.0)]))
+    predicted = read_line_predictions(answer(text, logprobs), 2)
+    assert predicted[0] == pytest.approx(0.9 * (0.95 * 10 + 0.05 * 1) + 0.1 * 7)
+    assert predicted[1] == pytest.approx(0.01 * 10 + 0.99 * 1)
 
 
 def test_expected_value_renormalises_over_values():
@@ -186,5 +202,43 @@ def test_local_simulator_makes_one_forward_pass_per_excerpt(default_model):
     for a, b in zip(predicted, unshared, strict=True):
         assert a == pytest.approx(b, abs=1e-3)
     assert all(0.0 <= v <= 10.0 for row in predicted for v in row)
-    # SmolLM2 writes "10" as two tokens: the values read are the single-token digits 0-9
+    # SmolLM2 writes "10" as two tokens: the values read are the single-token digits 0-9, and "1" + "0" for 10
     assert simulator.value_ids()[1] == [float(v) for v in range(10)]
+    assert simulator.ten_ids() is not None
+
+
+def test_local_simulator_reads_ten_split_into_one_and_zero_as_ten(default_model):
+    """SmolLM2's tokenizer writes 10 as "1" + "0": the hidden probe must give exactly the two-step reading (first
+    the value's first token, then "0" after a "1"), computed here directly with plain forward passes."""
+    import torch
+
+    tokenizer = default_model.tokenizer
+    one, zero = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("1", "0"))
+    assert tokenizer("10", add_special_tokens=False)["input_ids"] == one + zero
+    simulator = LocalSimulator("smollm2-135m", batch_size=2, subject=default_model)
+    assert simulator.ten_ids() == (one[0], zero[0])
+    tokens = ["The", " meeting", " is", " in", " March"]
+    predicted = simulator.simulate("names of months", _excerpts(tokens, ["a", " b"], [" July"]))
+    unshared = LocalSimulator("smollm2-135m", batch_size=1, reuse_prefix=False, subject=default_model).simulate(
+        "names of months", _excerpts(tokens, ["a", " b"], [" July"]))
+    for a, b in zip(predicted, unshared, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+
+    ids, values = simulator.value_ids()
+    prefix = [default_model.bos_token_id] if default_model.bos_token_id is not None else []
+    prefix += tokenizer(prompts.simulate_all_prefix("names of months"), add_special_tokens=False)["input_ids"]
+    for index, token in enumerate(tokens):
+        head = prefix[:]
+        for before in tokens[:index]:
+            for part in prompts.simulate_all_line_parts(before):
+                head += tokenizer(part, add_special_tokens=False)["input_ids"]
+        head += tokenizer(prompts.simulate_all_line_parts(token)[0], add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            first = default_model.model(input_ids=torch.tensor([head])).logits[0, -1].double().softmax(-1)
+            then = default_model.model(input_ids=torch.tensor([head + one])).logits[0, -1].double().softmax(-1)
+        probs = first[ids] / first[ids].sum()
+        share = then[zero[0]] / (1 - then[[i for i, v in zip(ids, values, strict=True) if 1 <= v <= 9]].sum())
+        direct = sum(v * float(p) for v, p in zip(values, probs, strict=True)) + float(probs[1] * share) * 9
+        assert predicted[0][index] == pytest.approx(direct, abs=1e-3)
+    # the model reads " March" under "names of months" mostly as "1" + "0": without the probe it would read about 1
+    assert float(probs[1]) > 0.2 and predicted[0][-1] > 5.0

@@ -1,5 +1,6 @@
 """The store's files and who opens them: the recording, the results, version checks, results of an earlier build,
-the migration of a version-1 cache (a real one, tests/data/v1-cache.md), and the dashboard's view re-attaching."""
+the migration of a version-1 cache (a real one, tests/data/v1-cache.md) and of a version-2 recording (float lists
+of activations, packed by the migration), and the dashboard's view re-attaching."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import tarfile
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from core.cli import main
+from core.packing import decode, max_error
 from core.paths import copy_cache, notes_path, results_path
 from core.store import (
     SCHEMA_VERSION,
@@ -56,6 +59,36 @@ def rows(path: Path, table: str) -> list[tuple]:
     """Every row of a table of a DuckDB file, sorted (for comparing content, not order)."""
     with duckdb.connect(str(path), read_only=True) as con:
         return sorted(con.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+
+
+def assert_packed_copy(packed: Path, original: Path) -> None:
+    """neuron_excerpts of `packed` are those of `original` (float lists) with the activations packed: every other
+    column equal, in the same order, every activation within the packing's bound and each row's extremes exact."""
+    query = "SELECT * EXCLUDE (activations), activations FROM neuron_excerpts"
+    with duckdb.connect(str(packed), read_only=True) as a, duckdb.connect(str(original), read_only=True) as b:
+        got, want = a.execute(query).fetchall(), b.execute(query).fetchall()
+        assert a.execute("SELECT data_type FROM duckdb_columns() WHERE table_name = 'neuron_excerpts' AND "
+                         "column_name = 'activations'").fetchone() == ("BLOB",)
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want, strict=True):
+        assert g[:-1] == w[:-1]
+        truth = np.asarray(w[-1], dtype=np.float32)
+        back = decode(g[-1])
+        assert np.abs(back - truth).max() <= max_error(truth[None, :])[0] * 1.002 + 1e-7
+        assert (back.max(), back.min()) == (truth.max(), truth.min())
+
+
+def as_version_2(path: Path) -> None:
+    """Turn a recording into what a version-2 build wrote: activations as FLOAT[], schema_version 2."""
+    with duckdb.connect(str(path)) as con:
+        rows = con.execute("SELECT * EXCLUDE (activations), activations FROM neuron_excerpts").fetchall()
+        con.execute("ALTER TABLE neuron_excerpts DROP COLUMN activations")
+        con.execute("ALTER TABLE neuron_excerpts ADD COLUMN activations FLOAT[]")
+        con.execute("DELETE FROM neuron_excerpts")
+        con.executemany("INSERT INTO neuron_excerpts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[*r[:-1], decode(r[-1]).tolist()] for r in rows])
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("DELETE FROM meta WHERE key = 'activation_encoding'")
 
 
 def set_meta(path: Path, key: str, value: str) -> None:
@@ -134,15 +167,17 @@ def test_migration_moves_every_row_and_keeps_the_recording(v1, tmp_path):
     assert migrate_cache(v1) and cache_version(v1) == SCHEMA_VERSION
     assert not migrate_cache(v1)  # once is enough
     results = results_path(v1)
-    for table in ("excerpts", "vocab", "neuron_stats", "neuron_excerpts", "token_means"):
+    for table in ("excerpts", "vocab", "neuron_stats", "token_means"):
         assert rows(v1, table) == rows(original, table), table
+    assert_packed_copy(v1, original)
     for table in ("explanations", "scores", "simulations", "related_tokens", "related_neurons", "related_layers",
                   "model_vocab", "llm_cache"):
         assert rows(results, table) == rows(original, table), table
         assert rows(results, table), table  # the fixture has rows in every one of them
     old_meta, new_meta = dict(rows(original, "meta")), dict(rows(v1, "meta"))
-    assert {k: v for k, v in new_meta.items() if k not in ("schema_version", "build_id")} == {
+    assert {k: v for k, v in new_meta.items() if k not in ("schema_version", "build_id", "activation_encoding")} == {
         k: v for k, v in old_meta.items() if k not in ("schema_version", "related")}
+    assert "12-bit" in new_meta["activation_encoding"]
     assert dict(rows(results, "meta"))["related"] == old_meta["related"]
     with open_reader(v1) as reader:
         assert reader.info().explanations == len(rows(original, "explanations"))
@@ -190,6 +225,38 @@ def test_writing_commands_migrate_first_and_the_dashboard_upgrades_its_notes(v1,
         cache.close()
     assert dict(rows(notes_path(v1), "meta"))["schema_version"] == str(SCHEMA_VERSION)
     assert main(["migrate", str(v1)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+# --- version 2 ---------------------------------------------------------------------------------------------------
+
+
+def test_a_version_2_recording_reads_as_it_is_and_migrate_packs_it_keeping_its_results(tiny, tmp_path, capsys):
+    as_version_2(tiny)
+    original = tmp_path / "original.duckdb"
+    shutil.copyfile(tiny, original)
+    neuron = NeuronId(1, 5)
+    with open_reader(tiny) as reader:  # no migration needed to read it
+        floats = reader.neuron_excerpts(neuron)
+        explanations = reader.explanations(neuron)
+        assert floats and len(explanations) == 2
+    with duckdb.connect(str(original), read_only=True) as con:
+        [(first,)] = con.execute("SELECT activations FROM neuron_excerpts WHERE layer = 1 AND neuron = 5 "
+                                 "AND kind = 'top' AND rank = 0").fetchall()
+    assert next(e for e in floats if e.kind == "top" and e.rank == 0).activations == pytest.approx(first, abs=0)
+    build_id = dict(rows(tiny, "meta"))["build_id"]
+    assert main(["migrate", str(tiny)]) == 0
+    assert "activations packed" in capsys.readouterr().out
+    assert cache_version(tiny) == SCHEMA_VERSION and dict(rows(tiny, "meta"))["build_id"] == build_id
+    assert_packed_copy(tiny, original)
+    for table in ("excerpts", "vocab", "neuron_stats", "token_means"):
+        assert rows(tiny, table) == rows(original, table), table
+    with open_reader(tiny) as reader:  # the same build: its results still count
+        assert [e.explanation_id for e in reader.explanations(neuron)] == [e.explanation_id for e in explanations]
+        packed = reader.neuron_excerpts(neuron)
+        assert [(e.excerpt.excerpt_id, e.kind, e.rank) for e in packed] == \
+            [(e.excerpt.excerpt_id, e.kind, e.rank) for e in floats]
+    assert main(["migrate", str(tiny)]) == 0
     assert "nothing to do" in capsys.readouterr().out
 
 

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from core.paths import copy_cache, notes_path
-from core.store import open_results_writer
+from core.store import DashboardCache, open_results_writer
 from core.types import LiveSimulation, NeuronId, Rating, Scores
 
 
@@ -37,6 +37,45 @@ def test_live_scores_are_kept_and_found_again(cache):
     assert notes.live_score(neuron, "cats", "openai:x") is None
     assert notes.live_score(NeuronId(0, 2), "cats", "baseline") is None
 
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_live_scores_record_whether_their_author_saw_the_scoring_excerpts(tiny_explained_cache, tmp_path, version):
+    """A suggestion typed on the scoring page has seen the SCORE excerpts: the flag is kept with its live score.
+    Notes files from before the flag (version 1, and version 2 before this column) get the column on first use,
+    and their rows read as seen."""
+    path = tmp_path / "tiny.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    old = duckdb.connect(str(notes_path(path)))
+    predictions = "normalized_activations" if version == 1 else "normalized_predictions"
+    old.execute("CREATE TABLE live_scores (score_id BIGINT PRIMARY KEY, layer SMALLINT NOT NULL, neuron INTEGER NOT "
+                "NULL, text VARCHAR NOT NULL, simulator VARCHAR NOT NULL, score_all DOUBLE, score_top DOUBLE, "
+                "score_random DOUBLE, created_at TIMESTAMP NOT NULL)")
+    old.execute(f"CREATE TABLE live_simulations (score_id BIGINT NOT NULL, excerpt_id INTEGER NOT NULL, {predictions} "
+                "FLOAT[] NOT NULL, score DOUBLE)")
+    if version == 2:
+        old.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value JSON NOT NULL)")
+        old.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    old.execute("INSERT INTO live_scores VALUES (1, 0, 1, 'old', 'baseline', 0.5, 0.5, NULL, now())")
+    old.execute("INSERT INTO live_simulations VALUES (1, 3, [1.0, 2.0], 0.5)")
+    old.close()
+    cache = DashboardCache(path)
+    try:
+        notes, neuron = cache.notes, NeuronId(0, 1)
+        found = notes.live_score_by_id(1)
+        assert found is not None and found.author_saw_score_excerpts is True
+        assert [s.normalized_predictions for s in found.simulations] == [(1.0, 2.0)]
+        unseen = notes.add_live_score(neuron, "commas", "baseline", Scores(0.4, 0.5, 0.1, 5), [],
+                                      author_saw_score_excerpts=False)
+        seen = notes.add_live_score(neuron, "numbers", "baseline", Scores(0.3, 0.2, 0.1, 5), [])
+        assert unseen.author_saw_score_excerpts is False and seen.author_saw_score_excerpts is True
+        assert notes.live_score_by_id(unseen.score_id).author_saw_score_excerpts is False
+        assert notes.live_score_by_id(seen.score_id).author_saw_score_excerpts is True
+        notes.add_suggestion(neuron, "commas", "Ada", score_id=unseen.score_id)
+        [suggestion] = notes.suggestions(neuron)
+        assert suggestion.score is not None and suggestion.score.author_saw_score_excerpts is False
+    finally:
+        cache.close()
 
 def test_suggestions_list_best_score_first_with_author(cache):
     notes, neuron = cache.notes, NeuronId(1, 5)

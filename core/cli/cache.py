@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.cli.args import CliError, default_cache_path, int_range
 from core.paths import CACHE_DIR_NAME, DEMO_CACHE_NAME, partial_dir, results_path
+
+if TYPE_CHECKING:
+    from core.record import BuildPlan, RecordConfig
 
 
 def add_build(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +34,10 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if the cache exists (the old file is replaced "
                    "only when the new one is finished)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="shard the corpus over Ray workers: "
+                   "a local cluster, or the cluster at ADDRESS (needs requirements-ray.txt; docs/recording.md)")
+    p.add_argument("--workers", type=int_range("--workers", 1, 4096),
+                   help="with --ray: number of workers (default: one per GPU, else one per CPU)")
     p.set_defaults(run=run_build)
 
 
@@ -51,6 +59,10 @@ def run_build(args: argparse.Namespace) -> int:
         model=args.model, corpus=args.corpus if args.field == "text" else f"{args.corpus} [{args.field}]",
         tokens=args.tokens, excerpt_len=args.excerpt_len, settings={"top_k": args.top_k, "seed": args.seed},
     )
+    if args.ray is not None:
+        return _run_build_on_ray(args, cache, plan, cfg)
+    if args.workers:
+        raise CliError("--workers needs --ray")
     print(f"loading {args.model} ...", file=sys.stderr)
     subject = load_model(args.model)
     summary = record_corpus(
@@ -64,6 +76,28 @@ def run_build(args: argparse.Namespace) -> int:
         f"recorded {summary.layers} layers x {summary.neurons_per_layer} neurons over {summary.tokens:,} tokens "
         f"({summary.excerpts:,} excerpts) in {summary.seconds:.0f} s, {summary.tokens_per_second:.0f} tokens/s"
         f"{resumed} -> {cache}"
+    )
+    return 0
+
+
+def _run_build_on_ray(args: argparse.Namespace, cache: Path, plan: BuildPlan, cfg: RecordConfig) -> int:
+    from core.corpus import build_corpus
+    from core.distributed import connect, record_with_ray
+    from core.models import load_tokenizer
+
+    connect(args.ray or None, args.workers)
+    tokenizer = load_tokenizer(args.model)
+    summary = record_with_ray(
+        args.model, tokenizer,
+        lambda: build_corpus(args.corpus, tokenizer, max_tokens=args.tokens, excerpt_len=args.excerpt_len,
+                             field=args.field, seed=args.seed, progress=not args.quiet),
+        cache, plan, cfg, workers=args.workers, progress=not args.quiet,
+    )
+    resumed = f", resumed at excerpt {summary.resumed_from_excerpt}" if summary.resumed_from_excerpt else ""
+    print(
+        f"recorded {summary.layers} layers x {summary.neurons_per_layer} neurons over {summary.tokens:,} tokens "
+        f"({summary.excerpts:,} excerpts) on {summary.extra['workers']} Ray workers in {summary.seconds:.0f} s, "
+        f"{summary.tokens_per_second:.0f} tokens/s{resumed} -> {cache}"
     )
     return 0
 
@@ -102,13 +136,16 @@ def add_migrate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    from core.store import SCHEMA_VERSION, migrate_cache
+    from core.store import SCHEMA_VERSION, cache_version, migrate_cache
 
-    if migrate_cache(args.cache):
-        print(f"{args.cache} is now schema version {SCHEMA_VERSION}: the recording stays in {args.cache.name}, "
-              f"explanations, scores and related tables moved to {results_path(args.cache).name}")
-    else:
+    version = cache_version(args.cache)
+    if not migrate_cache(args.cache):
         print(f"{args.cache} is already schema version {SCHEMA_VERSION}; nothing to do")
+        return 0
+    moved = (f"; explanations, scores and related tables moved to {results_path(args.cache).name}"
+             if version == 1 else "")
+    print(f"{args.cache} is now schema version {SCHEMA_VERSION}: the recording stays in {args.cache.name}, its "
+          f"activations packed (docs/recording.md){moved}")
     return 0
 
 

@@ -147,7 +147,7 @@ def run_score(args: argparse.Namespace) -> int:
         made.check()
         print(f"{'neuron':>8} {'all':>9} {'top':>9} {'random':>9}  per excerpt (top, then random)")
         for neuron in neurons:
-            scored = score_explanation(writer, neuron, text, made.simulator)
+            scored = score_explanation(writer, neuron, text, made.simulator, calibrate=True)
             save_human_explanation(writer, scored, made.simulator.prompt_version)
             per = " ".join(format_score(e.score) for e in scored.excerpts)
             s = scored.scores

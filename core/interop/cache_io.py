@@ -46,11 +46,13 @@ def _wal(path: Path) -> Path:
 
 
 def create_temp_recording(cache: Path) -> RecordingWriter:
-    """An empty recording at CACHE.tmp (anything an earlier import left there is replaced)."""
+    """An empty recording at CACHE.tmp (anything an earlier import left there is replaced); published activations
+    are kept exactly (float32), not packed: they are the evidence of the published scores and go back out in
+    exports."""
     tmp = temp_path(cache)
     for leftover in (_wal(tmp), results_path(tmp), _wal(results_path(tmp))):
         leftover.unlink(missing_ok=True)
-    return RecordingWriter.create(tmp)
+    return RecordingWriter.create(tmp, exact_activations=True)
 
 
 def finish_temp_recording(writer: RecordingWriter) -> None:

@@ -45,11 +45,10 @@ from core.interop.openai_format import (
     parse_simulation_results,
     pooled_ev_correlation,
     read_json_file,
-    readability_problems,
     record_split,
 )
 from core.paths import partial_dir
-from core.score import pearson
+from core.score import pearson, readability_problem
 from core.types import ExcerptKind, ExcerptSimulation, NeuronId, RelatedNeuronKind, Scores, Split
 
 log = logging.getLogger(__name__)
@@ -557,8 +556,8 @@ def _assemble_explanations(folder: Path, layer: int, explanations: list[dict[str
                         top=pooled_ev_correlation(top), random=pooled_ev_correlation(rnd),
                         tokens=sum(len(s["tokens"]) for s in seqs))
         found.append(cache_io.ImportedExplanation(neuron, row["text"], scores, sims))
-        if problems := readability_problems(row["text"]):
-            state.readability.append(f"{neuron}: {row['text']!r} ({'; '.join(problems)})")
+        if problem := readability_problem(row["text"]):
+            state.readability.append(f"{neuron}: {row['text']!r} ({problem})")
     summary.explanations += len(found)
     return found
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,22 +469,3 @@ def simulation_results_json(results: NeuronExplanations) -> dict[str, Any]:
 def dumps(obj: Any) -> str:
     """Compact JSON as in OpenAI's files (NaN was mapped to null before; a stray NaN is an error, not a token)."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-# --- readability (the shared rule: at most 100 characters, no numbers, at most 5 quoted tokens) -------------------
-# TODO(merge): replace with core's readable check (the `readable` helper's module) once it is on main; imported
-# explanations are only reported against it, never changed.
-
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^”]*”")
-
-
-def readability_problems(text: str) -> list[str]:
-    """Why an explanation breaks the shared readability rule ([] when it does not)."""
-    problems = []
-    if len(text) > 100:
-        problems.append(f"{len(text)} characters (at most 100)")
-    if re.search(r"\d", text):
-        problems.append("contains a number")
-    if len(_QUOTED.findall(text)) > 5:
-        problems.append("more than 5 quoted tokens")
-    return problems

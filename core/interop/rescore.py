@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.interop import cache_io
-from core.score import format_score, pearson, score_explanation
+from core.score import format_score, pearson, scoring_excerpts, simulate_and_score
 from core.simulate import Simulator
 from core.store import CacheReader, ResultsWriter
-from core.types import NeuronId, Scores
+from core.types import NeuronId, Scores, Split
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ def rescore_neuron(store: ResultsWriter, neuron: NeuronId, simulator: Simulator)
     for record in cache_io.imported_explanations(store, neuron):
         assert record.text is not None  # imported_explanations keeps only those with text
         recomputed, excerpts = recompute_published(store, record.explanation_id)
-        scored = score_explanation(store, neuron, record.text, simulator)
+        # scored as published, also a text that breaks the readability rule (score_explanation would refuse it;
+        # the import's report lists those)
+        scored = simulate_and_score(neuron, record.text, simulator, scoring_excerpts(store, neuron), Split.SCORE)
         cache_io.write_score(store, record.explanation_id, simulator.spec, scored.scores, scored.excerpts)
         found.append(Rescored(neuron, record.explanation_id, record.text, record.score_all, recomputed, excerpts,
                               scored.scores))

@@ -37,6 +37,7 @@ from core.store.related import RelatedQueries, RelatedWrites
 from core.store.responses import ResponseCache
 from core.store.schema import (
     NOTES,
+    OLDEST_READABLE_VERSION,
     RECORDING,
     RESULTS,
     SCHEMA_VERSION,
@@ -122,8 +123,8 @@ def open_reader(path: str | Path) -> CacheReader:
 
 def open_results_writer(path: str | Path) -> ResultsWriter:
     """The cache at `path` for writing results (the recording stays read-only), one writer at a time (StoreError
-    naming the other one). A cache of schema version 1 is migrated first; results of an earlier build of this path
-    are moved aside; a working copy a killed writer left is resumed."""
+    naming the other one). A cache of schema version 1 is split first (a version-2 recording is used as it is);
+    results of an earlier build of this path are moved aside; a working copy a killed writer left is resumed."""
     path = Path(path)
     try:
         db = _connect(path, attach_recording)
@@ -247,7 +248,7 @@ def attach_recording(db: Database) -> str:
             raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
         meta = read_meta(cur, RECORDING)
     version = int(meta.get("schema_version", 1))
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_READABLE_VERSION:
         raise OldLayoutError(old_layout_message(path, version))
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer Neuron Atlas (schema version {version}; this checkout reads "

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.packing import decode_tuple
 from core.store.database import Queries
 from core.store.schema import RECORDING, RESULTS
 from core.types import (
@@ -39,20 +40,23 @@ BEST_EXPLANATIONS = (
     "SELECT e.layer, e.neuron, e.explanation_id, e.text AS explanation, e.explainer, e.simulator, "
     f"s.score_all AS score, s.score_top, s.score_random FROM {_FROM} WHERE e.status = 'ok' "
     "QUALIFY row_number() OVER (PARTITION BY e.layer, e.neuron "
-    "ORDER BY s.score_all DESC NULLS LAST, e.explanation_id DESC) = 1"
+    "ORDER BY e.calibration_score DESC NULLS LAST, e.explanation_id DESC) = 1"
 )
 """A relation (layer, neuron, explanation_id, explanation, explainer, simulator, score, score_top, score_random):
-each neuron's best finished explanation by top-and-random score (unscored ones last), for joining into tables."""
+each neuron's best finished explanation, for joining into tables. "Best" is chosen on the CALIBRATE excerpts
+(calibration_score; ones without it last, newest first), never on the SCORE excerpts whose score is reported: a
+choice made on the reported score would inflate it."""
 
 
 class ExplanationQueries(Queries):
     """Reads of explanations, scores and simulations."""
 
     def explanations(self, neuron: NeuronId) -> list[ExplanationRecord]:
-        """A neuron's explanations with their scores: best top-and-random score first, unscored and failed last."""
+        """A neuron's explanations with their scores, best first as BEST_EXPLANATIONS chooses it (on the CALIBRATE
+        excerpts), failed ones last."""
         rows = self._db.cursor().execute(
             f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.layer = ? AND e.neuron = ? "
-            "ORDER BY e.status = 'ok' DESC, s.score_all DESC NULLS LAST, e.explanation_id DESC",
+            "ORDER BY e.status = 'ok' DESC, e.calibration_score DESC NULLS LAST, e.explanation_id DESC",
             [neuron.layer, neuron.neuron],
         ).fetchall()
         return [_explanation(row) for row in rows]
@@ -91,7 +95,7 @@ class ExplanationQueries(Queries):
         return [
             ExcerptSimulation(
                 excerpt_id=int(r[0]), kind=ExcerptKind(r[1]), split=Split(r[2]), tokens=tuple(r[3]),
-                activations=tuple(float(v) for v in r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
+                activations=decode_tuple(r[4]), normalized_predictions=tuple(float(v) for v in r[5]),
                 score=None if r[6] is None else float(r[6]),
             )
             for r in rows

@@ -36,7 +36,7 @@ class NotesQueries(Queries):
         """One live score, with its per-excerpt predictions unless `with_simulations` is False."""
         cur = self._db.cursor()
         row = cur.execute(
-            "SELECT layer, neuron, text, simulator, score_all, score_top, score_random "
+            "SELECT layer, neuron, text, simulator, score_all, score_top, score_random, author_saw_score_excerpts "
             f"FROM {NOTES}.live_scores WHERE score_id = ?",
             [score_id],
         ).fetchone()
@@ -51,20 +51,21 @@ class NotesQueries(Queries):
             ).fetchall()
             simulations = tuple(LiveSimulation(int(r[0]), tuple(float(v) for v in r[1]), r[2]) for r in rows)
         return LiveScore(score_id, NeuronId(int(row[0]), int(row[1])), row[2], row[3], row[4], row[5], row[6],
-                         simulations)
+                         simulations, row[7] is not False)  # NULL: written before the flag existed, read as seen
 
     def suggestions(self, neuron: NeuronId) -> list[Suggestion]:
         """A neuron's suggestions, best live score first (unscored last), without their simulations."""
         rows = self._db.cursor().execute(
             f"SELECT s.suggestion_id, s.text, s.author, s.source, strftime(s.created_at, '%Y-%m-%d %H:%M:%S'), "
-            "l.score_id, l.simulator, l.score_all, l.score_top, l.score_random "
+            "l.score_id, l.simulator, l.score_all, l.score_top, l.score_random, l.author_saw_score_excerpts "
             f"FROM {NOTES}.suggestions s LEFT JOIN {NOTES}.live_scores l USING (score_id) "
             "WHERE s.layer = ? AND s.neuron = ? ORDER BY l.score_all DESC NULLS LAST, s.suggestion_id DESC",
             [neuron.layer, neuron.neuron],
         ).fetchall()
         return [
             Suggestion(int(r[0]), neuron, r[1], r[2], r[3], r[4],
-                       None if r[5] is None else LiveScore(int(r[5]), neuron, r[1], r[6], r[7], r[8], r[9]))
+                       None if r[5] is None else LiveScore(int(r[5]), neuron, r[1], r[6], r[7], r[8], r[9], (),
+                                                           r[10] is not False))
             for r in rows
         ]
 
@@ -105,15 +106,24 @@ class NotesStore(NotesQueries):
         """The dashboard's LLM answers (core/llm.py)."""
 
     def add_live_score(
-        self, neuron: NeuronId, text: str, simulator: str, scores: Scores, simulations: Sequence[LiveSimulation]
+        self,
+        neuron: NeuronId,
+        text: str,
+        simulator: str,
+        scores: Scores,
+        simulations: Sequence[LiveSimulation],
+        author_saw_score_excerpts: bool = True,
     ) -> LiveScore:
-        """Keep a live scoring of `text`, with one simulation per scoring excerpt."""
+        """Keep a live scoring of `text`, with one simulation per scoring excerpt; `author_saw_score_excerpts`:
+        whether the text's author could have seen them (the score is then optimistic)."""
         values = (finite(scores.all), finite(scores.top), finite(scores.random))
         with self._db.transaction() as cur:
             score_id = _next_id(cur, "live_scores", "score_id")
             cur.execute(
-                f"INSERT INTO {NOTES}.live_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
-                [score_id, neuron.layer, neuron.neuron, text, simulator, *values],
+                f"INSERT INTO {NOTES}.live_scores (score_id, layer, neuron, text, simulator, score_all, score_top, "
+                "score_random, created_at, author_saw_score_excerpts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'), ?)",
+                [score_id, neuron.layer, neuron.neuron, text, simulator, *values, author_saw_score_excerpts],
             )
             if simulations:
                 cur.executemany(
@@ -121,7 +131,7 @@ class NotesStore(NotesQueries):
                     [[score_id, s.excerpt_id, list(s.normalized_predictions), finite(s.score)] for s in simulations],
                 )
         self.version += 1
-        return LiveScore(score_id, neuron, text, simulator, *values, tuple(simulations))
+        return LiveScore(score_id, neuron, text, simulator, *values, tuple(simulations), author_saw_score_excerpts)
 
     def add_suggestion(
         self, neuron: NeuronId, text: str, author: str, source: str = "person", score_id: int | None = None

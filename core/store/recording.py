@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.packing import DESCRIPTION, DESCRIPTION_EXACT, decode_lists, decode_tuple, encode_lists
 from core.store.database import Database, Queries, StoreError
 from core.store.schema import RECORDING, create_tables, read_meta, write_meta
 from core.types import Excerpt, ExcerptKind, NeuronExcerpt, NeuronId, NeuronStats, Split, TokenMean
@@ -129,15 +130,17 @@ class RecordingQueries(Queries):
         return found
 
     def shared_excerpt_activations(self) -> pa.Table:
-        """(layer, neuron, excerpt_id, activations) of every excerpt stored for two or more neurons, one row per
-        (neuron, excerpt), ordered by excerpt (an import correlates neurons over them)."""
-        return self._db.cursor().sql(
+        """(layer, neuron, excerpt_id, activations as float32 lists) of every excerpt stored for two or more neurons,
+        one row per (neuron, excerpt), ordered by excerpt (an import correlates neurons over them)."""
+        table = self._db.cursor().sql(
             f"WITH shared AS (SELECT excerpt_id FROM {RECORDING}.neuron_excerpts GROUP BY excerpt_id "
             "HAVING count(DISTINCT (layer, neuron)) >= 2) "
             "SELECT n.layer, n.neuron, n.excerpt_id, any_value(n.activations) AS activations "
             f"FROM {RECORDING}.neuron_excerpts n JOIN shared USING (excerpt_id) "
             "GROUP BY n.layer, n.neuron, n.excerpt_id ORDER BY n.excerpt_id, n.layer, n.neuron"
         ).to_arrow_table()
+        index = table.schema.get_field_index("activations")
+        return table.set_column(index, "activations", decode_lists(table.column("activations")))
 
 
 def neuron_excerpt_from_row(neuron: NeuronId, row: Sequence[Any]) -> NeuronExcerpt:
@@ -148,7 +151,7 @@ def neuron_excerpt_from_row(neuron: NeuronId, row: Sequence[Any]) -> NeuronExcer
         kind=ExcerptKind(row[3]),
         rank=int(row[4]),
         split=Split(row[5]),
-        activations=tuple(float(v) for v in row[6]),
+        activations=decode_tuple(row[6]),
         quantile_bin=None if row[7] is None else int(row[7]),
     )
 
@@ -188,17 +191,24 @@ class RecordingWriter(RecordingQueries):
     """The writer of a new recording file (it never opens an existing one): `build`'s, and `import-openai`'s. It
     reads what it wrote (an import correlates neurons over their shared excerpts before it finishes)."""
 
+    exact_activations = False
+    """Whether activation lists are stored as float32 rather than packed in 12 bits (core.packing): an import's."""
+
     @classmethod
-    def create(cls, path: str | Path) -> RecordingWriter:
-        """An empty recording at `path` (an old file there is replaced), with its schema and a new build id."""
+    def create(cls, path: str | Path, *, exact_activations: bool = False) -> RecordingWriter:
+        """An empty recording at `path` (an old file there is replaced), with its schema and a new build id.
+        `exact_activations`: store activation lists as float32 (an import's published values), not 12 bits."""
         path = Path(path)
         path.unlink(missing_ok=True)
         db = Database(path)
         db.attach(RECORDING, path, read_only=False)
         cur = db.cursor()
         create_tables(cur, RECORDING)
-        write_meta(cur, RECORDING, {"build_id": uuid.uuid4().hex})
-        return cls(db)
+        encoding = DESCRIPTION_EXACT if exact_activations else DESCRIPTION
+        write_meta(cur, RECORDING, {"build_id": uuid.uuid4().hex, "activation_encoding": encoding})
+        writer = cls(db)
+        writer.exact_activations = exact_activations
+        return writer
 
     def set_meta(self, values: dict[str, Any]) -> None:
         """Set keys of the recording's meta (the build's settings and sizes)."""
@@ -239,8 +249,9 @@ class RecordingWriter(RecordingQueries):
         self._insert("neuron_stats", table)
 
     def insert_neuron_excerpts(self, table: pa.Table) -> None:
-        """Rows of neuron_excerpts for one layer, sorted by neuron, columns in schema order."""
-        self._insert("neuron_excerpts", table)
+        """Rows of neuron_excerpts for one layer, sorted by neuron, columns in schema order; `activations` packed
+        already (core.packing.encode_rows, as the build does) or float lists, which are packed here."""
+        self._insert("neuron_excerpts", pack_activations(table, exact=self.exact_activations))
 
     def insert_token_means(self, table: pa.Table) -> None:
         """Rows of token_means for one layer, columns in schema order."""
@@ -253,6 +264,16 @@ class RecordingWriter(RecordingQueries):
     def _insert(self, table_name: str, rows: pa.Table) -> None:
         """Append an Arrow table whose columns are in the target table's order."""
         insert_arrow(self._db.cursor(), RECORDING, table_name, rows)
+
+
+def pack_activations(table: pa.Table, *, exact: bool = False) -> pa.Table:
+    """neuron_excerpts rows with their `activations` packed (a column of float lists is encoded, as float32 when
+    `exact`; a packed one is kept)."""
+    index = table.schema.get_field_index("activations")
+    column = table.column(index)
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return table
+    return table.set_column(index, "activations", encode_lists(column, exact=exact))
 
 
 def insert_arrow(cur: duckdb.DuckDBPyConnection, database: str, table_name: str, rows: pa.Table) -> None:

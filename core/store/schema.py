@@ -9,6 +9,11 @@ Every file has a `meta` table (key -> JSON value) holding `schema_version`. Vers
    simulator's predictions `normalized_activations`. (core/store/migrate.py turns such a cache into version 2.)
 2. Three files as above. The recording's meta holds `build_id`, and the results file's meta holds the
    `recording_id` it was computed from, so results of an earlier build of the same path are never shown.
+3. The recording's `neuron_excerpts.activations` is one BLOB per row, packed by core/packing.py (12 bits per
+   activation; meta `activation_encoding` says how), where version 2 stored FLOAT[]. A version-2 recording still
+   reads as it is (core.packing.decode takes both); `migrate` packs it, keeping its build id and so its results.
+   Results files are unchanged; notes files gained `live_scores.author_saw_score_excerpts`, which their writer adds
+   to an older file.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from typing import Any
 
 import duckdb
 
-SCHEMA_VERSION = 2
-"""The layout this code reads and writes (see the module docstring)."""
+SCHEMA_VERSION = 3
+"""The layout this code writes (see the module docstring)."""
+
+OLDEST_READABLE_VERSION = 2
+"""The oldest recording this code reads without migrating it (version 1 must be split first)."""
 
 RECORDING = "recording"
 RESULTS = "results"
@@ -66,7 +74,8 @@ RECORDING_TABLES: dict[str, str] = {
         quantile_edges FLOAT[] NOT NULL,
         PRIMARY KEY (layer, neuron)""",
     # one row per (neuron, excerpt) and reason; rows are inserted sorted by (layer, neuron) so the zone maps make a
-    # per-neuron read touch a few row groups without an index
+    # per-neuron read touch a few row groups without an index; activations are packed by core.packing (FLOAT[] in a
+    # version-2 recording, which core.packing.decode reads too)
     "neuron_excerpts": """
         layer SMALLINT NOT NULL,
         neuron INTEGER NOT NULL,
@@ -76,7 +85,7 @@ RECORDING_TABLES: dict[str, str] = {
         quantile_bin TINYINT,
         split VARCHAR NOT NULL,
         max_activation FLOAT NOT NULL,
-        activations FLOAT[] NOT NULL""",
+        activations BLOB NOT NULL""",
     "token_means": """
         layer SMALLINT NOT NULL,
         neuron INTEGER NOT NULL,
@@ -164,7 +173,11 @@ NOTES_TABLES: dict[str, str] = {
         score_all DOUBLE,
         score_top DOUBLE,
         score_random DOUBLE,
-        created_at TIMESTAMP NOT NULL""",
+        created_at TIMESTAMP NOT NULL,
+        author_saw_score_excerpts BOOLEAN""",
+    # author_saw_score_excerpts: whether the text's author could have seen the SCORE excerpts (the scoring page
+    # shows them): such a score is optimistic and never picks a neuron's best explanation; NULL (rows written
+    # before the column existed) reads as seen
     # the simulator's predictions (0-10 scale) per scoring excerpt of a live score
     "live_simulations": """
         score_id BIGINT NOT NULL,
