@@ -41,6 +41,9 @@ if found is None or found[0] != neuron.layer:
     st.stop()
 layer, result = found
 tokens, acts = result.tokens, result.activations  # acts: float32 [tokens, neurons_per_layer] of this layer
+if result.cut:
+    st.info(f"Your text is longer than {MAX_TOKENS} tokens: only its first {len(tokens)} tokens were read. Shorten "
+            "it, or try the rest as a text of its own.")
 stats = ctx.view(views.stats, neuron)
 recorded_max = stats.max_activation if stats else 0.0
 column = acts[:, neuron.neuron]

@@ -29,7 +29,8 @@ def lock_message(path: Path, error: Exception) -> str:
     if "lock" in str(error).lower():
         return (f"{path} is in use by another process (a dashboard or another command); stop it, or work on a copy "
                 "of the cache")
-    return f"cannot open {path}: {' '.join(str(error).split())}"
+    return (f"cannot open {path} ({' '.join(str(error).split())}): it is damaged or not a DuckDB file; choose the "
+            "right file, restore it from a copy, or build it again")
 
 
 @contextmanager
