@@ -1,10 +1,11 @@
-# The README's two commands: `make app` (set up, build the demo cache if missing, launch) and `make test`.
+# The README's commands: `make app` (set up, build the demo cache if missing, launch on this machine only),
+# `make classroom` (the same, served to a class on the local network) and `make test`.
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 CACHE ?= caches/smollm2-135m-stdlib.duckdb
 TOKENS ?= 100000
 
-.PHONY: setup setup-dev app demo test lint bench chromium
+.PHONY: setup setup-dev app classroom demo test lint bench chromium
 
 .venv/.setup: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -34,7 +35,11 @@ demo: setup
 	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS)
 
 app: demo
-	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py
+	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py --server.address 127.0.0.1
+
+# prints the link (and the teacher's passcode) and serves on the local network; ADDRESS=IP PORT=N to choose
+classroom: demo
+	$(PY) -m dashboard.serve --cache $(CACHE) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(PORT),--port $(PORT))
 
 test: setup-dev
 	$(PY) -m ruff check .

@@ -117,9 +117,14 @@ def suggest(
 ) -> Suggested:
     """Score a person's explanation live and keep it as a suggestion; the neuron's best explanation is scored by
     the same simulator too, so the two compare fairly."""
+    from core.score import readability_problem
+
     mine = score_text(reader, notes, neuron, text, backend, queue)
     best = next((e for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
-    current = score_text(reader, notes, neuron, best.text, backend, queue) if best and best.text else None
+    # a cache explained before the readability rule holds explanations the simulators refuse to read (a token
+    # table of 900 characters): then there is nothing to compare with, and the person's suggestion still counts
+    current = score_text(reader, notes, neuron, best.text, backend, queue) \
+        if best is not None and best.text and readability_problem(best.text) is None else None
     return Suggested(notes.add_suggestion(neuron, text, author, "person", mine.score_id), current)
 
 

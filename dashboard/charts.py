@@ -1,4 +1,5 @@
-"""Altair charts and the tables beside them, as pure functions of core.views' records (nothing drawn here)."""
+"""Altair charts as pure functions of core.views' records (nothing drawn here); the charts drawn for every neuron
+are SVG (dashboard/svg.py)."""
 
 from __future__ import annotations
 
@@ -7,63 +8,7 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from core.types import LayerScores, NeuronStats
-from core.views import SimulationView
-from dashboard.render import display_token
-
-
-def histogram_chart(stats: NeuronStats) -> alt.Chart:
-    """The neuron's activation histogram over every recorded token (symlog count axis)."""
-    edges, counts = stats.hist_edges, stats.hist_counts
-    frame = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "tokens": counts})
-    frame = frame[frame["tokens"] > 0]
-    return (
-        alt.Chart(frame)
-        .mark_bar(color="#d9480f")
-        .encode(
-            x=alt.X("from:Q", title="activation", bin="binned"),
-            x2="to:Q",
-            y=alt.Y("tokens:Q", title="tokens (symlog scale)", scale=alt.Scale(type="symlog")),
-            tooltip=[alt.Tooltip("from:Q", format=".3f"), alt.Tooltip("to:Q", format=".3f"), "tokens:Q"],
-        )
-        .properties(height=220)
-    )
-
-
-def scatter_frame(view: SimulationView) -> pd.DataFrame:
-    """One row per simulated token: real (0-10 of the neuron's max), simulated, kind, token, excerpt."""
-    points = [
-        {"real": 10.0 * value / view.scale, "simulated": float(guess), "kind": str(item.excerpt.kind),
-         "token": display_token(token), "excerpt": item.excerpt.excerpt.excerpt_id}
-        for item in view.excerpts if item.predictions is not None
-        for token, value, guess in zip(item.excerpt.excerpt.tokens, item.excerpt.activations, item.predictions,
-                                       strict=False)
-    ]
-    return pd.DataFrame(points, columns=["real", "simulated", "kind", "token", "excerpt"])
-
-
-def scatter_chart(view: SimulationView) -> alt.Chart:
-    """Real (normalized 0-10) against simulated activation per token, coloured by excerpt kind."""
-    return (
-        alt.Chart(scatter_frame(view))
-        .mark_circle(opacity=0.55, size=28)
-        .encode(
-            x=alt.X("real:Q", title="real activation (0-10 of the neuron's max)"),
-            y=alt.Y("simulated:Q", title="simulated (0-10)"),
-            color=alt.Color("kind:N", title="excerpt",
-                            scale=alt.Scale(domain=["top", "random"], range=["#d9480f", "#2563eb"])),
-            tooltip=["token:N", alt.Tooltip("real:Q", format=".2f"), alt.Tooltip("simulated:Q", format=".2f"),
-                     "excerpt:Q"],
-        )
-        .properties(height=300)
-    )
-
-
-def excerpt_scores_frame(view: SimulationView) -> pd.DataFrame:
-    """One row per scoring excerpt: excerpt, kind, score, max activation."""
-    return pd.DataFrame([{"excerpt": item.excerpt.excerpt.excerpt_id, "kind": str(item.excerpt.kind),
-                          "score": item.score, "max activation": round(max(item.excerpt.activations), 4)}
-                         for item in view.excerpts])
+from core.types import LayerScores
 
 
 def scores_by_layer_chart(rows: Sequence[LayerScores]) -> alt.Chart:

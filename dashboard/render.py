@@ -147,17 +147,17 @@ def _token_line(
         value = float(raw)
         sim = simulated[index] if simulated is not None and index < len(simulated) else None
         normalized = 10.0 * value / positive_scale if positive_scale > 0 else 0.0
-        title = f"{display_token(token)!r}  activation {value:.3f}  ({normalized:.1f}/10)"
+        # short on purpose: a page holds thousands of these, and every byte is sent to every student
+        title = f"{display_token(token)!r}: {value:.3f} ({normalized:.1f}/10)"
         if tag == "simulated" and sim is not None:
             style = f"background:{rgba(POSITIVE_RGB, float(sim) / 10.0)}"
-            title += f"  simulated {float(sim):.1f}/10"
+            title += f", simulated {float(sim):.1f}/10"
         else:
             style = f"background:{activation_colour(value, positive_scale, negative_scale)}"
             if sim is not None:
                 style += f";border-bottom:3px solid {rgba(SIMULATED_RGB, float(sim) / 10.0)}"
-                title += f"  simulated {float(sim):.1f}/10"
-        out.append(f'<span style="{style};border-radius:2px" title="{escape(title)}">'
-                   f"{escape(display_token(token))}</span>")
+                title += f", simulated {float(sim):.1f}/10"
+        out.append(f'<span style="{style}" title="{escape(title)}">{escape(display_token(token))}</span>')
     out.append("</div>")
     return "".join(out)
 
@@ -223,3 +223,17 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars:
         parts.append("</tr>")
     parts.append("</table>")
     return "".join(parts)
+
+
+def sections_html(sections: Sequence[tuple[str, str]]) -> str:
+    """Blocks of HTML each under a bold title (escaped), as one piece: one element on the page instead of two per
+    section (every element costs a page run a little)."""
+    return "".join(f'<div style="font-weight:600;font-size:14px;margin:10px 0 2px 0">{escape(title)}</div>{body}'
+                   for title, body in sections if body)
+
+
+def columns_html(columns: Sequence[tuple[str, str]]) -> str:
+    """Blocks of HTML side by side (wrapping on narrow screens), each under a bold title (escaped)."""
+    cells = "".join(f'<div style="flex:1 1 220px;min-width:0"><div style="font-weight:600;font-size:14px;'
+                    f'margin:0 0 4px 0">{escape(title)}</div>{body}</div>' for title, body in columns)
+    return f'<div style="display:flex;gap:16px;flex-wrap:wrap">{cells}</div>'

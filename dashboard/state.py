@@ -2,9 +2,14 @@
 frame (app.py) hands each page, and the queue for live model work.
 
 - One DashboardCache per cache file for every session (st.cache_resource), re-attached when a file is replaced.
-- Views (core/views.py) are cached for every session with st.cache_data, keyed by the view, its arguments and the
-  cache files' signature (views of the notes: the notes' write count), so a neuron someone already opened costs
-  little the next time: `ctx.view(views.insights, neuron)`.
+- Views (core/views.py) are cached for every session, keyed by the view, its arguments and the cache files'
+  signature (views of the notes: the notes' write count), so a neuron someone already opened costs little the next
+  time: `ctx.view(views.insights, neuron)`. So is the HTML a page builds from them (`ctx.rendered`), so a heatmap is
+  built once per neuron. Both are kept as objects in a process-wide SharedMemo, not pickled copies (st.cache_data):
+  views are frozen records and HTML is a string, nobody changes them, and a copy per run would cost every run.
+- The heap: Streamlit's full garbage collection after every run (runner.postScriptGC) costs about 60 ms on this
+  app's heap (pandas, altair, DuckDB), more than the rest of a page run; .streamlit/config.toml turns it off, and
+  `settle_heap` freezes what the imports made (gc.freeze), so the collections Python still makes skip it.
 - The frame passes a PageContext to the page it runs through a context variable set only while the page runs.
   A page that runs without the frame (Streamlit's pages-directory mode: a deep link as the first visit after a
   server start, and every AppTest run) runs the frame itself: see `page_context`.
@@ -13,10 +18,13 @@ frame (app.py) hands each page, and the queue for live model work.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import runpy
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ APP = REPO_DIR / "app.py"
 PAGES: dict[str, str] = {
     "home": "pages/home.py",
     "picker": "pages/picker.py",
+    "classroom": "pages/classroom.py",
     "scoring": "pages/scoring.py",
     "insights": "pages/insights.py",
     "related": "pages/related.py",
@@ -52,8 +61,10 @@ PAGES: dict[str, str] = {
 LIVE_SLOTS_ENV = "NEURON_ATLAS_LIVE_SLOTS"
 """Environment variable: how many live model jobs (scoring, forward passes, generation) run at once (default 1)."""
 
-VIEW_CACHE_ENTRIES = 512
-"""Views kept per view function (per-neuron views: this many neurons, for every session)."""
+VIEW_CACHE_ENTRIES = 1024
+"""Views (and rendered HTML) of the cache files kept for every session (per-neuron views: several per neuron)."""
+NOTES_VIEW_CACHE_ENTRIES = 256
+"""Views of the notes kept; apart from the others, so a class writing to the notes never pushes them out."""
 
 
 # --- the open cache ----------------------------------------------------------------------------------------------
@@ -105,10 +116,60 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-@st.cache_data(show_spinner=False, max_entries=VIEW_CACHE_ENTRIES)
+class SharedMemo:
+    """Values computed once per key for every session of the process, the least recently used dropped beyond
+    `entries`; a key being computed makes other sessions asking for it wait for that one result (NOTES.md: thirty
+    sessions on one new neuron must not query it thirty times).
+
+    Why not st.cache_resource: Streamlit hashes every argument of a cached call with its own hasher, about half a
+    millisecond a call here, several calls a page run; these keys are small tuples that Python hashes in
+    microseconds."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._values: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._pending: dict[tuple[Any, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """The value of `key`, computed by `compute()` the first time."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._values:  # another session computed it while this one waited
+                    return self._values[key]
+            try:
+                value = compute()
+            except BaseException:
+                with self._lock:
+                    self._pending.pop(key, None)
+                raise
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.entries:
+                    self._values.popitem(last=False)
+                self._pending.pop(key, None)
+        return value
+
+
+_VIEWS = SharedMemo(VIEW_CACHE_ENTRIES)
+"""Views and rendered HTML of the cache files (process-wide, like st.cache_resource)."""
+_NOTES_VIEWS = SharedMemo(NOTES_VIEW_CACHE_ENTRIES)
+"""Views of the notes, apart: a class writing to the notes never pushes the others out."""
+
+
 def _cached_view(name: str, key: tuple[Any, ...], args: tuple[Any, ...], _compute: Callable[[], T]) -> T:
     """`_compute()` once per (view name, key, args) for every session; `_compute` is not part of the key."""
-    return _compute()
+    return _VIEWS.get((name, key, args), _compute)
+
+
+def _cached_notes_view(name: str, key: tuple[Any, ...], args: tuple[Any, ...], _compute: Callable[[], T]) -> T:
+    """As _cached_view, for views of the notes (keyed by the notes' write count)."""
+    return _NOTES_VIEWS.get((name, key, args), _compute)
 
 
 def _name(view: Callable[..., Any]) -> str:
@@ -116,7 +177,7 @@ def _name(view: Callable[..., Any]) -> str:
 
 
 def cache_key(cache: DashboardCache) -> tuple[Any, ...]:
-    """The cache's recording and results as they are on disk now (a st.cache_data key)."""
+    """The cache's recording and results as they are on disk now (a key of cached views)."""
     return (str(cache.reader.path), cache.signature)
 
 
@@ -153,8 +214,18 @@ class PageContext:
 
     def notes_view(self, view: Callable[..., T], *args: Any) -> T:
         """view(reader, notes, *args), cached for every session until anything is written to the notes."""
-        key = (*cache_key(self.cache), self.notes.version)
-        return _cached_view(_name(view), key, args, _compute=lambda: view(self.reader, self.notes, *args))
+        return _cached_notes_view(_name(view), self._notes_key(), args,
+                                  _compute=lambda: view(self.reader, self.notes, *args))
+
+    def rendered(self, name: str, args: tuple[Any, ...], build: Callable[[], T], *, notes: bool = False) -> T:
+        """build() once for every session until the cache files (with `notes`: also the notes) change; `name` and
+        `args` must say everything `build` depends on (e.g. "insights.excerpts", (neuron, per_group))."""
+        if notes:
+            return _cached_notes_view(name, self._notes_key(), args, _compute=build)
+        return _cached_view(name, cache_key(self.cache), args, _compute=build)
+
+    def _notes_key(self) -> tuple[Any, ...]:
+        return (*cache_key(self.cache), id(self.notes), self.notes.version)
 
 
 @dataclass(frozen=True)
@@ -255,3 +326,22 @@ def live_work(label: str) -> Iterator[None]:
     finally:
         gate.semaphore.release()
         box.empty()
+
+
+# --- the heap ---------------------------------------------------------------------------------------------------
+
+_SETTLED = [0]
+"""len(sys.modules) when the heap was last frozen."""
+
+
+def settle_heap() -> None:
+    """After a run that imported modules: collect, then freeze every object alive (gc.freeze), so later garbage
+    collections skip the libraries' objects. Freezing only when modules were imported keeps it to a few times per
+    process; objects frozen while a run was in flight are never collected, which those few times bound. Only in a
+    server (`streamlit run`): a test process (AppTest) keeps its heap as it is."""
+    if len(sys.modules) == _SETTLED[0] or not st.runtime.exists():
+        return
+    _SETTLED[0] = len(sys.modules)
+    gc.collect()
+    gc.freeze()
+    log.info("heap settled: %d objects frozen after %d modules were loaded", gc.get_freeze_count(), _SETTLED[0])

@@ -18,11 +18,11 @@ import streamlit as st
 
 from core.backends import BackendKind, BackendSpec, LLMSettings
 from core.live import LiveBackend, LiveError, generate, generation_cost
-from core.paths import REPO_DIR, default_cache, known_caches
+from core.paths import CACHE_ENV, HOME_ENV, REPO_DIR, default_cache, known_caches
 from core.score import format_score
 from core.store import NotesError, StoreError, set_notes_aside
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
-from dashboard import render
+from dashboard import render, roles
 from dashboard.state import PAGES, PageContext, live_work
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,22 @@ def _type_cache() -> None:
         st.session_state["cache_path"] = str(Path(typed).expanduser().resolve())
 
 
+@st.cache_resource(ttl=5, show_spinner=False)
+def _caches_on_disk(cache_env: str, home_env: str) -> tuple[Path | None, tuple[Path, ...]]:
+    """default_cache() and known_caches() under these settings, looked up at most every 5 s for every session (they
+    read and list files: a millisecond a run that a page run need not pay)."""
+    return default_cache(), tuple(known_caches())
+
+
 def cache_sidebar() -> Path | None:
     """The sidebar's cache choice; returns the path this session uses (None when there is none).
 
     The session's choice lives in session_state["cache_path"] and changes only in the callbacks, so a list of
     caches that changes between runs (a new build, another session remembering its cache) never moves it."""
     chosen = st.session_state.get("cache_path")
-    current = chosen if chosen else (str(default) if (default := default_cache()) else None)
-    choices = [str(path) for path in known_caches()]
+    default, known = _caches_on_disk(os.environ.get(CACHE_ENV, ""), os.environ.get(HOME_ENV, ""))
+    current = chosen if chosen else (str(default) if default else None)
+    choices = [str(path) for path in known]
     if current is not None and current not in choices:
         choices.insert(0, current)
     with st.sidebar.expander("Cache", expanded=current is None):
@@ -191,21 +199,35 @@ def live_settings_sidebar() -> LiveBackend:
 # --- drawing core.views' records ----------------------------------------------------------------------------
 
 
+class _Markup(str):
+    """HTML that st.html takes as it is. A plain string is dedented first (textwrap.dedent over the whole text),
+    which costs more than building a large heatmap; an object with _repr_html_ is not."""
+
+    def _repr_html_(self) -> str:
+        return self  # already a str: no copy
+
+
+def html(markup: str) -> None:
+    """Draw HTML made by dashboard/render.py or dashboard/svg.py (every untrusted text in it already escaped)."""
+    if markup:
+        st.html(_Markup(markup))
+
+
 def heatmap(rows: Sequence[render.HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0,
             mode: str = "real") -> None:
     """Draw excerpts as a safe token heatmap."""
     if rows:
-        st.html(render.heatmap_html(rows, positive_scale=positive_scale, negative_scale=negative_scale, mode=mode))
+        html(render.heatmap_html(rows, positive_scale=positive_scale, negative_scale=negative_scale, mode=mode))
 
 
 def heatmap_legend(positive_scale: float, negative_scale: float = 0.0, simulated: bool = False) -> None:
     """A one-line key to the heatmap colours."""
-    st.html(render.legend_html(positive_scale, negative_scale, simulated))
+    html(render.legend_html(positive_scale, negative_scale, simulated))
 
 
 def explanation_card(text: str, source: str = "", badge: str = "") -> None:
     """An explanation in a card, with where it came from and a score badge."""
-    st.html(render.card_html(text, source, badge))
+    html(render.card_html(text, source, badge))
 
 
 def score_badge(score: float | None) -> str:
@@ -215,7 +237,7 @@ def score_badge(score: float | None) -> str:
 
 def page_end() -> None:
     """The marker after a page's last panel (browser tests and bench/app.py wait for it)."""
-    st.html(render.END_MARKER)
+    html(render.END_MARKER)
 
 
 def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
@@ -227,7 +249,11 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 
 
 def not_computed(what: str, command: str) -> None:
-    """Say that a part of the cache is missing and which command fills it."""
+    """Say that a part of the cache is missing and which command fills it (students are not shown commands: they
+    name the cache's path)."""
+    if roles.is_student():
+        st.info(f"{what}: not computed yet in this cache.")
+        return
     st.info(f"{what}: not computed yet — run {render.code(command)}")
 
 
@@ -241,29 +267,36 @@ TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
 }
 
 
-def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]]) -> None:
-    """Tables of related tokens, one column per kind; says which command computes the weight-based ones."""
-    missing = False
-    for column, (kind, tokens) in zip(st.columns(len(found)), found, strict=True):
-        with column:
-            st.markdown(f"**{TOKEN_KIND_TITLES[kind]}**")
+def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]],
+                         name: str) -> None:
+    """Tables of related tokens, one column per kind, built once per neuron (`name`: the page's cache name for
+    them); says which command computes the weight-based ones."""
+    def build() -> str:
+        columns = []
+        for kind, tokens in found:
             if not tokens:
-                missing = True
-                st.caption("not computed yet")
+                columns.append((TOKEN_KIND_TITLES[kind], '<span style="color:#888">not computed yet</span>'))
                 continue
             with_count = tokens[0].count is not None
             header = ["token", "count", "value"] if with_count else ["token", "value"]
             rows = [[f'"{render.display_token(t.token)}"', *([t.count] if with_count else []), f"{t.value:.3f}"]
                     for t in tokens]
             values = [t.value for t in tokens]
-            st.html(render.table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
-    if missing:
+            columns.append((TOKEN_KIND_TITLES[kind], render.table_html(
+                header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0)))
+        return render.columns_html(columns)
+
+    html(ctx.rendered(name, (ctx.neuron,), build))
+    if any(not tokens for _, tokens in found):
         not_computed("Weight-based related tokens", f"python -m core related {ctx.reader.path}")
 
 
 def generate_panel(ctx: PageContext) -> None:
     """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
     priced models), scored live and kept in the notes as a suggestion from that explainer."""
+    if not roles.may_configure():
+        st.caption("In class, the teacher generates new explanations.")
+        return
     backend = ctx.live
     spec = render.plain(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:

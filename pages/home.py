@@ -7,10 +7,11 @@ import streamlit as st
 
 from core import views
 from core.score import format_score
-from dashboard import charts, render, widgets
+from dashboard import charts, classroom, render, widgets
 from dashboard.state import PAGES, current_frame, no_cache_message
 
 st.title("Neuron Atlas")
+classroom.join_panel()
 st.markdown(
     "A **neuron** here is one unit inside a transformer block's MLP: for every token the model reads it outputs "
     "one number, its *activation*. Some neurons fire on something a person can name. Neuron Atlas finds out "

@@ -69,5 +69,5 @@ else:
             f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found))
 
 st.subheader("Related tokens")
-widgets.related_tokens_panel(ctx, view.tokens)
+widgets.related_tokens_panel(ctx, view.tokens, "related.tokens")
 widgets.page_end()

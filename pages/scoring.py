@@ -13,7 +13,7 @@ from core import views
 from core.live import LiveError, suggest
 from core.score import format_score
 from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
-from dashboard import charts, render, widgets
+from dashboard import render, roles, svg, widgets
 from dashboard.render import HeatmapRow
 from dashboard.state import live_work, page_context
 
@@ -58,10 +58,40 @@ shown = left.selectbox("Simulation shown", list(sources), key="scoring_source") 
 mode = right.radio("View", ["side by side", "overlaid"], horizontal=True, key="scoring_mode")
 source = sources.get(shown) if shown else None
 if isinstance(source, Suggestion) and source.score is not None:
-    simulated = ctx.notes_view(views.live_simulation, neuron, source.score.score_id)
+    score_id = source.score.score_id  # a live score never changes once kept: cached by its id
+    shown_key: tuple[object, ...] = ("live", score_id)
+    simulated = ctx.rendered("scoring.live_simulation", (neuron, score_id),
+                             lambda: views.live_simulation(ctx.reader, ctx.notes, neuron, score_id))
 else:
     explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
+    shown_key = ("stored", explanation_id)
     simulated = ctx.view(views.simulation, neuron, explanation_id)
+KIND_TITLES = {ExcerptKind.TOP: "Top scoring excerpts", ExcerptKind.RANDOM: "Random scoring excerpts"}
+
+
+def scoring_heatmaps() -> str:
+    """The top and the random scoring excerpts, real and simulated (built once per simulation and view)."""
+    def label(item: views.SimulatedExcerpt) -> str:
+        excerpt = item.excerpt
+        if item.predictions is None:
+            return (f"{excerpt.kind} #{excerpt.rank + 1} · excerpt {excerpt.excerpt.excerpt_id} · max "
+                    f"{max(excerpt.activations):.3g}")
+        return (f"{excerpt.kind} #{excerpt.rank + 1} · excerpt {excerpt.excerpt.excerpt_id} · max "
+                f"{max(excerpt.activations):.3g} · excerpt score {format_score(item.score)}")
+
+    return render.sections_html([(title, render.heatmap_html(
+        [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations, label(item), item.predictions)
+         for item in simulated.excerpts if item.excerpt.kind == kind],
+        positive_scale=positive, mode=mode if simulated.simulated else "real")) for kind, title in KIND_TITLES.items()])
+
+
+def excerpt_scores() -> str:
+    """Each scoring excerpt's own score."""
+    return render.table_html(["excerpt", "kind", "score", "max activation"], [
+        [item.excerpt.excerpt.excerpt_id, str(item.excerpt.kind), format_score(item.score),
+         f"{max(item.excerpt.activations):.4g}"] for item in simulated.excerpts])
+
+
 if not simulated.excerpts:
     st.caption("No scoring excerpts are stored for this neuron.")
 else:
@@ -69,27 +99,26 @@ else:
     widgets.heatmap_legend(positive, simulated=simulated.simulated and mode == "overlaid")
     if simulated.simulated and mode == "side by side":
         st.caption("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale.")
-    for kind, title in ((ExcerptKind.TOP, "Top scoring excerpts"), (ExcerptKind.RANDOM, "Random scoring excerpts")):
-        rows = [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations,
-                           f"{kind} #{item.excerpt.rank + 1} · excerpt {item.excerpt.excerpt.excerpt_id} · max "
-                           f"{max(item.excerpt.activations):.3g}"
-                           + (f" · excerpt score {format_score(item.score)}" if item.predictions is not None else ""),
-                           item.predictions)
-                for item in simulated.excerpts if item.excerpt.kind == kind]
-        if rows:
-            st.markdown(f"**{title}**")
-            widgets.heatmap(rows, positive_scale=positive, mode=mode if simulated.simulated else "real")
+    widgets.html(ctx.rendered("scoring.heatmaps", (neuron, shown_key, mode), scoring_heatmaps))
     if simulated.simulated:
         chart, table = st.columns([3, 2])
-        chart.altair_chart(charts.scatter_chart(simulated), width="stretch")
-        table.dataframe(charts.excerpt_scores_frame(simulated), hide_index=True, width="stretch")
+        with chart:
+            widgets.html(ctx.rendered("scoring.scatter", (neuron, shown_key), lambda: svg.scatter_svg(
+                simulated, x_title="real activation (0-10 of the neuron's max)", y_title="simulated (0-10)",
+                point_title="{token}: real {real}, simulated {simulated}")))
+        with table:
+            widgets.html(ctx.rendered("scoring.excerpt_scores", (neuron, shown_key), excerpt_scores))
     else:
         st.caption("Simulated activations appear here once the neuron has a scored explanation or a suggestion.")
 
 # --- suggest a better explanation ------------------------------------------------------------------------------
 st.subheader("Suggest a better explanation")
-st.caption(f"It is simulated and scored live with the **{render.plain(ctx.live.spec)}** simulator (change it in the "
-           "sidebar), on the same scoring excerpts, and kept with your name.")
+if roles.may_configure():
+    st.caption(f"It is simulated and scored live with the **{render.plain(ctx.live.spec)}** simulator (change it in "
+               "the sidebar), on the same scoring excerpts, and kept with your name.")
+else:
+    st.caption(f"It is simulated and scored live with the **{render.plain(ctx.live.spec)}** simulator, on the same "
+               "scoring excerpts, and kept with your name.")
 with st.form("suggest_form"):
     text = st.text_area("Your explanation", key="suggest_text", max_chars=500,
                         placeholder="e.g. the word 'return' in Python code")
@@ -98,7 +127,7 @@ with st.form("suggest_form"):
 if submitted:
     if not text.strip():
         st.error("Type an explanation first.")
-    else:
+    elif roles.live_allowed():
         try:
             st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
                                                                   author.strip(), ctx.live, live_work))

@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import render, widgets
+from dashboard import render, roles, widgets
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -27,7 +27,7 @@ with st.form("try_form"):
     text = st.text_area("Text", key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
     run = st.form_submit_button("Run the model", type="primary")
-if run and text.strip():
+if run and text.strip() and roles.live_allowed():
     try:
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
                                                                          MAX_TOKENS, live_work))

@@ -51,6 +51,30 @@ def test_a_suggestion_is_compared_with_the_best_explanation_by_the_same_simulato
     assert alone.current is None and alone.suggestion.author == "anonymous"
 
 
+def test_a_suggestion_counts_when_the_best_stored_explanation_predates_the_readability_rule(tiny_explained_cache,
+                                                                                           tmp_path):
+    from core.paths import copy_cache
+    from core.store import DashboardCache, open_results_writer
+    from core.types import ExplanationStatus, Scores
+
+    path, neuron = tmp_path / "old.duckdb", NeuronId(1, 7)
+    copy_cache(tiny_explained_cache, path)
+    table = "token 'cat' 9.1, 'mat' 8.7, " * 40  # what explainers wrote before the rule: a token table
+    with open_results_writer(path) as writer:
+        writer.add_explanation(neuron, text=table, explainer="baseline", model=None, prompt_version="old",
+                               simulator="baseline", status=ExplanationStatus.OK, calibration_score=0.9,
+                               scores=Scores(0.9, 0.9, None, 32))
+    opened = DashboardCache(path)
+    try:
+        with pytest.raises(LiveError, match="characters long"):  # the simulators refuse to read it
+            score_text(opened.reader, opened.notes, neuron, table, BASELINE)
+        made = suggest(opened.reader, opened.notes, neuron, "the word 'cat'", "Ada", BASELINE)
+        assert made.current is None and made.suggestion.score is not None
+        assert [s.text for s in opened.notes.suggestions(neuron)] == ["the word 'cat'"]
+    finally:
+        opened.close()
+
+
 def test_generating_keeps_a_scored_suggestion_from_the_explainer(cache):
     made = generate(cache.reader, cache.notes, NeuronId(1, 7), BASELINE)
     assert made.source == "baseline" and is_readable(made.text) and made.score is not None
