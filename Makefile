@@ -2,7 +2,8 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 CACHE ?= caches/smollm2-135m-stdlib.duckdb
-TOKENS ?= 100000
+# the demo's recording: 16,384 tokens record in about a minute on an idle 2-core laptop (README: first run)
+TOKENS ?= 16384
 
 .PHONY: setup setup-dev app demo test lint bench chromium
 
@@ -33,7 +34,10 @@ chromium:
 demo: setup
 	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS)
 
-app: demo
+# the first page (layer 0 neuron 0, explained and scored) first; the rest fills in by a process of its own while the
+# dashboard is open (its progress is in the sidebar; `make demo` does it all in the foreground)
+app: setup
+	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS) --background
 	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py
 
 test: setup-dev

@@ -32,6 +32,7 @@ def frame() -> Frame:
     remember_cache(path)
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
+    widgets.fill_progress_sidebar(path, neuron)
     return Frame(PageContext(cache, info, neuron, widgets.live_settings_sidebar()))
 
 
