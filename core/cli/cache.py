@@ -228,11 +228,17 @@ def run_fill_command(cache: Path, spread: int, quiet: bool, *, nice: bool = Fals
         raise CliError(f"no cache at {cache}; `python -m core demo --cache {cache}` builds it")
     if nice:
         os.nice(FILL_NICENESS)
-    with tqdm(total=100, unit="%", disable=quiet, desc="fill", bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
+    bars: list[tqdm] = []  # opened at the first progress, so a fill that cannot start prints only its error
 
-        def show(progress: FillProgress) -> None:
-            bar.update(round(progress.fraction * 100) - bar.n)
+    def show(progress: FillProgress) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, disable=quiet, desc="fill", bar_format="{l_bar}{bar}| {n:.0f}%"))
+        bars[0].update(round(progress.fraction * 100) - bars[0].n)
 
+    try:
         done = run_fill(cache, spread=spread, on_progress=show)
+    finally:
+        for bar in bars:
+            bar.close()
     print(f"demo filled in: {cache} ({done.publications} publications)")
     return 0
