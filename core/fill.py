@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from core.paths import file_signature, results_path
 from core.types import NeuronId
@@ -147,7 +148,7 @@ class FillProgress:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> FillProgress:
+    def from_json(cls, data: dict[str, Any]) -> FillProgress:
         steps = tuple(
             FillStep(name=str(s["name"]), kind=StepKind(s["kind"]), done=int(s["done"]), total=int(s["total"]),
                      layers=tuple(int(x) for x in s["layers"]),
@@ -214,6 +215,7 @@ def _write_record(cache: Path, progress: FillProgress) -> None:
 def plan_fill(layers: int, neurons_per_layer: int, spread: int, seed: int = 0) -> list[FillStep]:
     """The fill's steps for a cache of this shape, none done: a spread of `spread` neurons over layers 1.., the
     related tables of every layer, then every neuron of layer 0 not on the first page."""
+    # the command line's readers, so the spread is the very sample `explain --layers 1-29 --sample N` takes
     from core.cli.args import parse_neurons, sample_neurons
 
     steps = []
@@ -382,6 +384,16 @@ def start_fill(cache: Path, *, spread: int = DEMO_SPREAD, python: Sequence[str] 
         process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                    start_new_session=True)
     return process.pid
+
+
+def first_page_explained(cache: Path) -> bool:
+    """Whether every neuron of FIRST_PAGE_NEURONS has an explanation (read-only: works beside an open dashboard)."""
+    from core.cli.args import parse_neurons
+    from core.store import open_reader
+
+    with open_reader(cache) as reader:
+        rows = reader.neuron_rows(tuple(parse_neurons(FIRST_PAGE_NEURONS)))
+    return len(rows) == len(parse_neurons(FIRST_PAGE_NEURONS)) and all(r.explanation for r in rows.values())
 
 
 def needs_fill(cache: Path) -> bool:

@@ -170,7 +170,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Each step is the same code as its own command and skips what is already done, so a rerun resumes."""
-    from core.fill import FIRST_PAGE_NEURONS, log_path, needs_fill, start_fill
+    from core.fill import FIRST_PAGE_NEURONS, first_page_explained, log_path, needs_fill, start_fill
 
     quiet = ["--quiet"] if args.quiet else []
     cache = str(args.cache)
@@ -180,14 +180,14 @@ def run_demo(args: argparse.Namespace) -> int:
         parsed = args.parse(argv)  # the whole command line's parser (set by core.cli.main)
         return int(parsed.run(parsed))
 
-    for title, argv in (
-        ("1/3 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus", args.corpus,
-                                     "--tokens", str(args.tokens), *quiet]),
-        (f"2/3 explain and score the first page ({FIRST_PAGE_NEURONS})",
-         ["explain", cache, "--neurons", FIRST_PAGE_NEURONS, *quiet]),
-    ):
-        if code := step(title, argv):
-            return code
+    if code := step("1/3 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus",
+                                                args.corpus, "--tokens", str(args.tokens), *quiet]):
+        return code
+    # checked read-only first, so running `make app` again beside an open dashboard does not need its results file
+    if not first_page_explained(args.cache) and (code := step(
+            f"2/3 explain and score the first page ({FIRST_PAGE_NEURONS})",
+            ["explain", cache, "--neurons", FIRST_PAGE_NEURONS, *quiet])):
+        return code
     if not needs_fill(args.cache):
         print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
         return 0
