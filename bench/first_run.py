@@ -159,13 +159,15 @@ def main() -> int:
             browser = launch(playwright)
             text = page_text(browser, f"{url}/insights?layer=0&neuron=0")
             explanation, score = expected
-            shown = explanation[:40] in text and score in text and "not computed yet" not in text
+            # (the related tokens further down may still be computing: only the explanation's line counts here)
+            shown = explanation[:40] in text and score in text and "explanation of this neuron: not" not in text
             timeline.mark("first page: 0:0 explained and scored in the browser" if shown else
                           "first page shown WITHOUT 0:0's explanation and score")
             print(f"          0:0: {explanation!r} score {score}; the fill's progress in the sidebar: "
                   f"{'The demo is filling in' in text}", flush=True)
             record = clone / CACHE.replace(".duckdb", ".fill.json")
             finished_steps: set[str] = set()
+            last_report = time.monotonic()
             while time.monotonic() < deadline:
                 data = json.loads(record.read_text()) if record.exists() else None
                 for step in (data or {}).get("steps", []):
@@ -174,6 +176,10 @@ def main() -> int:
                         timeline.mark(f"fill: {step['name']} done")
                 if data and (data["finished"] or data["error"]):
                     break
+                if data and time.monotonic() - last_report > 300:
+                    last_report = time.monotonic()
+                    shares = ", ".join(f"{s['name']} {s['done']}/{s['total']}" for s in data["steps"])
+                    print(f"{time.monotonic() - timeline.start:8.1f} s  fill: {shares}  (load {load()})", flush=True)
                 time.sleep(2)
             if not data or not data["finished"]:
                 raise RuntimeError(f"the fill did not finish: {data and data['error']}")
