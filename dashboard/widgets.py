@@ -286,12 +286,13 @@ TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
 def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]]) -> None:
     """Tables of related tokens, one column per kind; says which command computes the weight-based ones."""
     missing = False
+    command = f"python -m core related {ctx.reader.path}"
     for column, (kind, tokens) in zip(st.columns(len(found)), found, strict=True):
         with column:
             st.markdown(f"**{TOKEN_KIND_TITLES[kind]}**")
             if not tokens:
                 missing = True
-                st.caption("not computed yet")
+                st.caption("still being computed" if _fill_step(command) else "not computed yet")
                 continue
             with_count = tokens[0].count is not None
             header = ["token", "count", "value"] if with_count else ["token", "value"]
@@ -300,7 +301,7 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
             values = [t.value for t in tokens]
             st.html(render.table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
     if missing:
-        not_computed("Weight-based related tokens", f"python -m core related {ctx.reader.path}")
+        not_computed("Weight-based related tokens", command)
 
 
 def generate_panel(ctx: PageContext) -> None:
