@@ -89,6 +89,9 @@ def test_the_app_reports_the_background_fill_until_it_is_done_and_the_fill_runs_
         assert "related tokens and neurons:" in shown  # each step's line in the sidebar
         assert "Related neurons: still being computed in the background (related tokens and neurons" in shown
         assert "not computed yet" not in shown and "still being computed" in [c.value for c in page.caption]
+        again = core("demo", "--cache", str(cache), "--tokens", "1024", "--background", "--quiet")
+        assert again.returncode == 0 and f"already filling in (process {progress.pid})" in again.stderr
+        assert read_fill(cache) == progress  # no second fill started
     finally:
         os.kill(progress.pid, signal.SIGCONT)
     wait_for(lambda: (p := read_fill(cache)) is not None and not p.running, timeout_s=300, what="the fill's end")

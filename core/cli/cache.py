@@ -170,7 +170,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Each step is the same code as its own command and skips what is already done, so a rerun resumes."""
-    from core.fill import FIRST_PAGE_NEURONS, first_page_explained, log_path, needs_fill, start_fill
+    from core.fill import FIRST_PAGE_NEURONS, first_page_explained, log_path, needs_fill, read_fill, start_fill
 
     quiet = ["--quiet"] if args.quiet else []
     cache = str(args.cache)
@@ -192,6 +192,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
         return 0
     if args.background:
+        running = read_fill(args.cache)
+        if running is not None and running.running:
+            print(f"== 3/3 the rest of the demo is already filling in (process {running.pid}); the dashboard shows "
+                  "its progress", file=sys.stderr)
+            return 0
         pid = start_fill(args.cache, spread=args.spread)
         print(f"== 3/3 the rest of the demo fills in in the background (process {pid}, log {log_path(args.cache)}); "
               "the dashboard shows its progress", file=sys.stderr)
