@@ -63,15 +63,20 @@ def cache_version(path: Path) -> int:
     """The schema version of the recording file at `path` (StoreError when it is not a cache)."""
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
-        except duckdb.Error as error:
-            raise StoreError(lock_message(path, error)) from error
+        _attach_old(con, path)
         if not has_table(con, _OLD, "meta"):
             raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
         return read_version(con, _OLD)
     finally:
         con.close()
+
+
+def _attach_old(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the cache to migrate read-only as _OLD; a lock held by another process is one clear StoreError."""
+    try:
+        con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
+    except duckdb.Error as error:
+        raise StoreError(lock_message(path, error)) from error
 
 
 def migrate_cache(path: Path) -> bool:
@@ -122,10 +127,7 @@ def _pack_recording(path: Path) -> None:
     Path(str(recording_tmp) + ".wal").unlink(missing_ok=True)
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
-        except duckdb.Error as error:
-            raise StoreError(lock_message(path, error)) from error
+        _attach_old(con, path)
         old_meta = read_meta(con, _OLD)
         con.execute(f"ATTACH '{sql_path(recording_tmp)}' AS {RECORDING}")
         exact = "imported" in old_meta  # an import keeps published values exactly, as a new import does

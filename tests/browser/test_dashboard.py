@@ -123,7 +123,8 @@ def test_untrusted_text_is_shown_as_text_and_never_runs(unsafe_dashboard, page, 
     assert page.locator(".na-heatmap img, .na-heatmap script, img[src='x']").count() == 0
     shoot(page, artifacts, "unsafe-insights")
 
-    payload = "<img src=x onerror=alert(1)> fires on <b>bold</b>"
+    # no "(1)": a number in brackets reads as an activation level and the readability rule refuses it
+    payload = "<img src=x onerror=alert(document.domain)> fires on <b>bold</b>"
     open_page(page, f"{unsafe_dashboard.url}/scoring?layer=0&neuron=0")
     page.get_by_label("Your explanation").fill(payload)
     page.get_by_label("Your name").first.fill("<script>alert(3)</script>")
