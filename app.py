@@ -62,6 +62,7 @@ def frame(page: str) -> Frame:
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
     context = PageContext(cache, info, neuron, widgets.live_settings_sidebar() if configure else roles.CLASS_BACKEND)
+    widgets.fill_progress_sidebar(path, neuron)
     classroom.sidebar(context, page, TITLES, class_box)
     classroom.banner(context, page, TITLES)
     return Frame(context)

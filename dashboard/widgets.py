@@ -11,12 +11,14 @@ import logging
 import os
 import random
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.backends import BackendKind, BackendSpec, LLMSettings
+from core.fill import FillProgress, FillStep, StepKind, read_fill
 from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import CACHE_ENV, HOME_ENV, REPO_DIR, default_cache, known_caches
 from core.score import format_score
@@ -249,12 +251,67 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 
 
 def not_computed(what: str, command: str) -> None:
-    """Say that a part of the cache is missing and which command fills it (students are not shown commands: they
-    name the cache's path)."""
+    """Say that a part of the cache is missing and which command fills it, or, when the demo's fill (core.fill) is
+    computing it for this neuron right now, how far it is (students are not shown commands: they name the cache's
+    path)."""
+    step = _fill_step(command)
+    if step is not None:
+        st.info(f"{what}: still being computed in the background ({FILL_STEP_TITLES.get(step.name, step.name)}: "
+                f"{step.fraction:.0%} done); this page shows it when it is ready.", icon=":material/hourglass_top:")
+        return
     if roles.is_student():
         st.info(f"{what}: not computed yet in this cache.")
         return
     st.info(f"{what}: not computed yet — run {render.code(command)}")
+
+
+# --- the demo filling in (core.fill: a process of its own started by `make app`) --------------------------------
+
+FILL_STEP_TITLES = {
+    "spread": "explanations over the other layers",
+    "related": "related tokens and neurons",
+    "layer0": "explanations of the rest of layer 0",
+}
+FILL_REFRESH_S = 5.0
+"""How often the sidebar re-reads the fill's progress while it runs."""
+
+_FILL: ContextVar[tuple[FillProgress, NeuronId] | None] = ContextVar("neuron_atlas_fill", default=None)
+
+
+def _fill_step(command: str) -> FillStep | None:
+    """The running fill's unfinished step that computes what `command` (python -m core VERB ...) would, for this
+    run's neuron."""
+    found = _FILL.get()
+    words = command.split()
+    verb = words[words.index("core") + 1] if "core" in words[:-1] else ""
+    if found is None or not found[0].running or verb not in set(StepKind):
+        return None
+    return found[0].step_for(StepKind(verb), found[1])
+
+
+def fill_progress_sidebar(path: Path, neuron: NeuronId) -> None:
+    """While the demo fills in: its progress in the sidebar, read again every FILL_REFRESH_S; the whole app runs
+    again when new results are published, so the page shows them."""
+    progress = read_fill(path)
+    _FILL.set((progress, neuron) if progress is not None else None)
+    if progress is None or progress.finished:
+        return
+    with st.sidebar:
+        st.fragment(_fill_panel, run_every=FILL_REFRESH_S if progress.running else None)(path, progress.publications)
+
+
+def _fill_panel(path: Path, seen: int) -> None:
+    progress = read_fill(path)
+    if progress is None or progress.finished or progress.publications != seen:
+        st.rerun()  # new results (or the end): every panel of the page reads them
+    assert progress is not None
+    st.progress(progress.fraction, text=f"The demo is filling in: {progress.fraction:.0%} done")
+    for step in progress.steps:
+        mark = "done" if step.finished else f"{step.done:,} of {step.total:,}"
+        st.caption(f"{FILL_STEP_TITLES.get(step.name, step.name)}: {mark}")
+    if progress.stopped:
+        st.warning(f"Filling in stopped{': ' + progress.error if progress.error else ''}. Run `make app` (or "
+                   f"`python -m core fill {path}`) again to go on from here.")
 
 
 TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
