@@ -13,9 +13,19 @@ import streamlit as st
 
 from core import views
 from core.paths import default_cache, remember_cache
-from core.store import StoreError
+from core.store import StoreError, signatures
 from dashboard import classroom, roles, widgets
-from dashboard.state import PAGES, Frame, PageContext, cached_view, frame_running, open_cache, settle_heap
+from dashboard.state import (
+    PAGES,
+    Frame,
+    PageContext,
+    cached_view,
+    frame_running,
+    open_cache,
+    run_page,
+    settle_heap,
+    watch_cache,
+)
 
 TITLES = {
     "home": "Home",
@@ -41,22 +51,26 @@ def frame(page: str) -> Frame:
     try:
         cache = open_cache(path)
     except StoreError as error:
-        st.sidebar.error(str(error))
+        widgets.cache_problem(path, error)
+        watch_cache(str(path), signatures(path))  # runs the page again when the file is rebuilt or comes back
         # a missing file gets the build message; anything else is shown as it is
         return Frame(None, None if not path.exists() else str(error))
+    watch_cache(str(path), cache.signature)
     if configure and st.session_state.get("remembered_cache") != str(path):  # a file write once per choice
         remember_cache(path)
         st.session_state["remembered_cache"] = str(path)
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
     context = PageContext(cache, info, neuron, widgets.live_settings_sidebar() if configure else roles.CLASS_BACKEND)
+    widgets.fill_progress_sidebar(path, neuron)
     classroom.sidebar(context, page, TITLES, class_box)
     classroom.banner(context, page, TITLES)
     return Frame(context)
 
 
 settle_heap()  # freezes what earlier runs imported, so garbage collections skip the libraries
-st.set_page_config(page_title="Neuron Atlas", page_icon=":material/neurology:", layout="wide")
+# the icon is an emoji: a Material icon name here makes every browser fetch it from a font server on the internet
+st.set_page_config(page_title="Neuron Atlas", page_icon="🧠", layout="wide")
 navigation = st.navigation([
     st.Page(PAGES["home"], title=TITLES["home"], icon=":material/home:", default=True),
     st.Page(PAGES["picker"], title=TITLES["picker"], icon=":material/search:"),
@@ -68,4 +82,4 @@ navigation = st.navigation([
     st.Page(PAGES["try"], title=TITLES["try"], icon=":material/edit_note:"),
 ])
 with frame_running(frame(classroom.page_name(navigation.url_path))):
-    navigation.run()
+    run_page(navigation.run)

@@ -68,6 +68,13 @@ class TextActivations:
     tokens: tuple[str, ...]
     activations: np.ndarray
     """float32 [tokens, neurons_per_layer]."""
+    cut: bool = False
+    """The text was longer than the tokens read (only its beginning is here)."""
+
+
+CHARS_PER_TOKEN_CAP = 32
+"""Characters of a text read per token asked for: more than any tokenizer packs into one token, so cutting the text
+there first changes nothing but spares tokenizing a pasted megabyte."""
 
 
 SIMULATED_TOKENS_PER_TOKEN = 8
@@ -244,11 +251,14 @@ def text_activations(
     try:
         with queue("Running the model on your text"):
             subject = local_model(model)
-            ids = subject.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+            head = text[: max_tokens * CHARS_PER_TOKEN_CAP]
+            ids = subject.tokenizer(head, add_special_tokens=False)["input_ids"]
+            cut = len(ids) > max_tokens or len(head) < len(text)
+            ids = ids[:max_tokens]
             activations = neuron_activations(subject, ids, layers=[layer])[layer]
     except _failures() as error:
         raise LiveError(f"Cannot run {model} here: {error}") from error
-    return TextActivations(tuple(token_strings(subject.tokenizer, ids)), activations)
+    return TextActivations(tuple(token_strings(subject.tokenizer, ids)), activations, cut)
 
 
 def model_problem(model: str) -> str | None:

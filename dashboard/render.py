@@ -2,13 +2,15 @@
 
 Everything shown here that a corpus, an LLM or a person wrote goes through `escape` (html.escape with quotes);
 colours and widths come from clamped numbers, never from data. The results are handed to st.html, which sanitises
-again in the browser.
+again in the browser. Text that becomes Markdown instead (button labels, st.success / st.error / st.info / st.caption
+bodies, which Streamlit renders as Markdown with images, links, maths and colours) goes through `plain`.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +38,36 @@ def display_token(token: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")
+"""Where GFM's autolink literals start ("://", "www.", "@"): the joiner goes before the last character matched."""
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~$:^=&\"'/@%")
+
+
+def plain(text: object, limit: int | None = None) -> str:
+    """Text for a Markdown body or widget label, shown as the characters it is: every ASCII punctuation character
+    Markdown or Streamlit's extensions could read (links, images, emphasis, code, $maths$, :colour[...] and
+    :shortcodes:, HTML) gets a backslash, line breaks become spaces; cut to `limit` characters first. Bare URLs and
+    e-mail addresses, which GitHub-flavoured Markdown links whatever is escaped, get an invisible word joiner."""
+    value = " ".join(str(text).split())
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    value = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], value)
+    return "".join(f"\\{char}" if char in _MARKDOWN_SPECIAL else char for char in value)
+
+
+def shown(markdown: str) -> str:
+    """What a browser shows of a `plain` text (for tests and logs): the backslashes and word joiners removed."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(_JOINER, "")
+
+
+def code(text: object) -> str:
+    """Text as a Markdown code span (a command, a path): literal inside, fenced by more backticks than it holds."""
+    value = " ".join(str(text).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    return f"{fence} {value} {fence}"
 
 
 def escape(text: object) -> str:

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 import streamlit as st
 
 from core.live import LiveBackend
 from core.paths import REPO_DIR, build_command
-from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError
+from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError, signatures
 from core.types import NeuronId
+from dashboard.render import plain
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,37 @@ def open_cache(path: Path) -> DashboardCache:
     cache = _open(str(path))
     cache.refresh()
     return cache
+
+
+CACHE_WATCH_S = 10.0
+"""How often an open page looks whether its cache's files changed on disk (a command published results, a build
+replaced the recording, a file was deleted or came back): the page then runs again by itself."""
+
+
+@st.fragment(run_every=CACHE_WATCH_S)
+def watch_cache(path: str, seen: tuple[Any, ...]) -> None:
+    """Run the whole page again when the recording or results file of `path` is no longer the one `seen` (two
+    stat calls every CACHE_WATCH_S; nothing is drawn)."""
+    if signatures(Path(path)) != seen:
+        st.rerun()
+
+
+def run_page(run: Callable[[], None]) -> None:
+    """Run the page; a cache file that fails under it (replaced, cut short or damaged while the page read it) is
+    one message with a way forward, never a traceback (the details go to the server's log)."""
+    try:
+        run()
+    except (StoreError, duckdb.Error) as error:
+        log.warning("the page stopped on a cache error", exc_info=True)
+        st.error(f"The cache could not be read while this page was drawn ({plain(one_line(error), 300)}). If a "
+                 "command or a build just replaced it, press **Try again**; if this stays, the file is damaged: "
+                 "rebuild it, or choose another cache file in the sidebar.")
+        st.button("Try again", key="page_error_retry", type="primary")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(error).split())
 
 
 class SharedMemo:
@@ -220,7 +253,7 @@ def frame_running(frame: Frame) -> Iterator[None]:
 def no_cache_message(problem: str | None) -> str:
     """Why no cache is open, and what to do about it."""
     if problem:
-        return f"The cache cannot be opened: {problem}. Choose another cache file in the sidebar."
+        return f"The cache cannot be opened: {plain(problem)}. Choose another cache file in the sidebar."
     return (f"No cache yet. Build the demo cache (the default model over the standard library's text) with "
             f"`{build_command()}` or `make app`, then reload this page; or choose a cache file in the sidebar.")
 

@@ -11,15 +11,18 @@ import logging
 import os
 import random
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.backends import BackendKind, BackendSpec, LLMSettings
+from core.fill import FillProgress, FillStep, StepKind, read_fill
 from core.live import LiveBackend, LiveError, generate, generation_cost
 from core.paths import CACHE_ENV, HOME_ENV, REPO_DIR, default_cache, known_caches
 from core.score import format_score
+from core.store import NotesError, StoreError, set_notes_aside
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
 from dashboard import render, roles
 from dashboard.state import PAGES, PageContext, live_work
@@ -69,8 +72,10 @@ def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> Neur
 
 
 def neuron_button(neuron: NeuronId, label: str | None = None, key: str | None = None, **kwargs: Any) -> bool:
-    """A button that moves this session to `neuron` (every page follows the sidebar)."""
-    return st.button(label or f"→ {neuron}", key=key, on_click=go_to, args=(neuron.layer, neuron.neuron), **kwargs)
+    """A button that moves this session to `neuron` (every page follows the sidebar); the label is shown as text
+    (it may hold explanations people or models wrote)."""
+    return st.button(render.plain(label or f"→ {neuron}"), key=key, on_click=go_to,
+                     args=(neuron.layer, neuron.neuron), **kwargs)
 
 
 def page_link(page: str, label: str) -> None:
@@ -132,8 +137,20 @@ def cache_sidebar() -> Path | None:
         st.text_input("Open another cache file", key="cache_other", placeholder="/path/to/cache.duckdb",
                       on_change=_type_cache)
         if current is not None:
-            st.caption(f"`{current}`")
+            st.caption(render.code(current))
     return Path(current) if current is not None else None
+
+
+def cache_problem(path: Path, error: StoreError) -> None:
+    """The sidebar's word on a cache that cannot be opened, with a way forward: a damaged notes file can be set
+    aside (kept beside the cache) so the dashboard starts new notes."""
+    st.sidebar.error(render.plain(error))
+    if isinstance(error, NotesError) and error.damaged and st.sidebar.button(
+            "Set the damaged notes file aside and start new notes", key="notes_aside"):
+        aside = set_notes_aside(path)
+        st.toast(f"The damaged notes file is kept as {render.plain(aside.name)}")
+        st.rerun()
+    st.sidebar.button("Try again", key="cache_retry")
 
 
 BACKEND_LABELS: dict[BackendKind, str] = {
@@ -234,12 +251,67 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 
 
 def not_computed(what: str, command: str) -> None:
-    """Say that a part of the cache is missing and which command fills it (students are not shown commands: they
-    name the cache's path)."""
+    """Say that a part of the cache is missing and which command fills it, or, when the demo's fill (core.fill) is
+    computing it for this neuron right now, how far it is (students are not shown commands: they name the cache's
+    path)."""
+    step = _fill_step(command)
+    if step is not None:
+        st.info(f"{what}: still being computed in the background ({FILL_STEP_TITLES.get(step.name, step.name)}: "
+                f"{step.fraction:.0%} done); this page shows it when it is ready.", icon=":material/hourglass_top:")
+        return
     if roles.is_student():
         st.info(f"{what}: not computed yet in this cache.")
         return
-    st.info(f"{what}: not computed yet — run `{command}`")
+    st.info(f"{what}: not computed yet — run {render.code(command)}")
+
+
+# --- the demo filling in (core.fill: a process of its own started by `make app`) --------------------------------
+
+FILL_STEP_TITLES = {
+    "spread": "explanations over the other layers",
+    "related": "related tokens and neurons",
+    "layer0": "explanations of the rest of layer 0",
+}
+FILL_REFRESH_S = 5.0
+"""How often the sidebar re-reads the fill's progress while it runs."""
+
+_FILL: ContextVar[tuple[FillProgress, NeuronId] | None] = ContextVar("neuron_atlas_fill", default=None)
+
+
+def _fill_step(command: str) -> FillStep | None:
+    """The running fill's unfinished step that computes what `command` (python -m core VERB ...) would, for this
+    run's neuron."""
+    found = _FILL.get()
+    words = command.split()
+    verb = words[words.index("core") + 1] if "core" in words[:-1] else ""
+    if found is None or not found[0].running or verb not in set(StepKind):
+        return None
+    return found[0].step_for(StepKind(verb), found[1])
+
+
+def fill_progress_sidebar(path: Path, neuron: NeuronId) -> None:
+    """While the demo fills in: its progress in the sidebar, read again every FILL_REFRESH_S; the whole app runs
+    again when new results are published, so the page shows them."""
+    progress = read_fill(path)
+    _FILL.set((progress, neuron) if progress is not None else None)
+    if progress is None or progress.finished:
+        return
+    with st.sidebar:
+        st.fragment(_fill_panel, run_every=FILL_REFRESH_S if progress.running else None)(path, progress.publications)
+
+
+def _fill_panel(path: Path, seen: int) -> None:
+    progress = read_fill(path)
+    if progress is None or progress.finished or progress.publications != seen:
+        st.rerun()  # new results (or the end): every panel of the page reads them
+    assert progress is not None
+    st.progress(progress.fraction, text=f"The demo is filling in: {progress.fraction:.0%} done")
+    for step in progress.steps:
+        mark = "done" if step.finished else f"{step.done:,} of {step.total:,}"
+        st.caption(f"{FILL_STEP_TITLES.get(step.name, step.name)}: {mark}")
+    if progress.stopped:
+        st.warning(f"Filling in stopped{': ' + progress.error if progress.error else ''}. Run `make app` (or "
+                   f"`python -m core fill {path}`) again to go on from here.")
 
 
 TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
@@ -283,7 +355,7 @@ def generate_panel(ctx: PageContext) -> None:
         st.caption("In class, the teacher generates new explanations.")
         return
     backend = ctx.live
-    spec = str(backend.spec)
+    spec = render.plain(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:
         if not backend.settings.api_key and not backend.settings.base_url:
             st.caption(f"To generate with **{spec}**, give an API key (or a base URL) in the sidebar.")
@@ -300,7 +372,7 @@ def generate_panel(ctx: PageContext) -> None:
     try:
         made = generate(ctx.reader, ctx.notes, ctx.neuron, backend, live_work)
     except LiveError as error:
-        st.error(str(error))
+        st.error(render.plain(error))
         return
     score = f"  (score {format_score(made.score.score_all)})" if made.score else ""
-    st.success(f"New explanation kept as a suggestion: {made.text}{score}")
+    st.success(f"New explanation kept as a suggestion: {render.plain(made.text)}{render.plain(score)}")

@@ -33,8 +33,8 @@ ctx = frame.context
 home = ctx.view(views.home)
 info = home.info
 cols = st.columns([2.2, 1.4, 1, 1, 1])
-cols[0].metric("Model", info.model)
-cols[1].metric("Corpus", info.corpus)
+cols[0].metric("Model", render.plain(info.model))  # metric values render Markdown
+cols[1].metric("Corpus", render.plain(info.corpus))
 cols[2].metric("Tokens", f"{info.tokens:,}")
 cols[3].metric("Neurons", f"{info.layers * info.neurons_per_layer:,}",
                help=f"{info.layers} layers x {info.neurons_per_layer:,}")
@@ -62,9 +62,9 @@ disagreements = ctx.notes_view(views.disagreements)
 st.subheader("Where people and the score disagree")
 if not disagreements:
     st.caption("No disagreements yet: rate explanations on the Scoring page (right / partly / wrong).")
-for item in disagreements:
+for index, item in enumerate(disagreements):  # one neuron can have several disagreeing explanations
     verdict = "people say wrong" if item.rated_wrong > item.rated_right else "people say right"
     widgets.neuron_button(item.neuron, f"{item.neuron} · score {format_score(item.score)} but {verdict} "
                           f"({item.rated_right}✓ {item.rated_partly}~ {item.rated_wrong}✗) · "
-                          f"{item.explanation_text[:60]}", key=f"home_disagree_{item.neuron}")
+                          f"{item.explanation_text[:60]}", key=f"home_disagree_{index}_{item.neuron}")
 widgets.page_end()

@@ -124,11 +124,11 @@ else:
 # --- suggest a better explanation ------------------------------------------------------------------------------
 st.subheader("Suggest a better explanation")
 if roles.may_configure():
-    st.caption(f"It is simulated and scored live with the **{ctx.live.spec}** simulator (change it in the sidebar), "
-               "on the same scoring excerpts, and kept with your name.")
+    st.caption(f"It is simulated and scored live with the **{render.plain(ctx.live.spec)}** simulator (change it in "
+               "the sidebar), on the same scoring excerpts, and kept with your name.")
 else:
-    st.caption(f"It is simulated and scored live with the **{ctx.live.spec}** simulator, on the same scoring "
-               "excerpts, and kept with your name.")
+    st.caption(f"It is simulated and scored live with the **{render.plain(ctx.live.spec)}** simulator, on the same "
+               "scoring excerpts, and kept with your name.")
 with st.form("suggest_form"):
     text = st.text_area("Your explanation", key="suggest_text", max_chars=500,
                         placeholder="e.g. the word 'return' in Python code")
@@ -142,7 +142,7 @@ if submitted:
             st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
                                                                   author.strip(), ctx.live, live_work))
         except LiveError as error:
-            st.error(str(error))
+            st.error(render.plain(error))
 last = st.session_state.get("suggest_result")
 if last and last[0] == neuron:
     result = last[1]

@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import imported, onview, roles, widgets
+from dashboard import imported, onview, render, roles, widgets
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
 
@@ -26,7 +26,7 @@ if (missing := imported.missing_model(ctx)) is not None:
     imported.needs_model(ctx, missing, "the activations of your own text", "and reload this page.")
     widgets.page_end()
     st.stop()
-st.caption(f"Runs the cache's model ({ctx.info.model}) on your text, up to layer {neuron.layer}.")
+st.caption(f"Runs the cache's model ({render.plain(ctx.info.model)}) on your text, up to layer {neuron.layer}.")
 with st.form("try_form"):
     text = st.text_area("Text", key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
@@ -36,7 +36,7 @@ if run and text.strip() and roles.live_allowed():
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
                                                                          MAX_TOKENS, live_work))
     except LiveError as error:
-        st.error(str(error))
+        st.error(render.plain(error))
 
 found = st.session_state.get("try_result")
 if found is None or found[0] != neuron.layer:
@@ -45,6 +45,9 @@ if found is None or found[0] != neuron.layer:
     st.stop()
 layer, result = found
 tokens, acts = result.tokens, result.activations  # acts: float32 [tokens, neurons_per_layer] of this layer
+if result.cut:
+    st.info(f"Your text is longer than {MAX_TOKENS} tokens: only its first {len(tokens)} tokens were read. Shorten "
+            "it, or try the rest as a text of its own.")
 stats = ctx.view(views.stats, neuron)
 recorded_max = stats.max_activation if stats else 0.0
 column = acts[:, neuron.neuron]
