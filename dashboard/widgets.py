@@ -328,11 +328,14 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
                          name: str) -> None:
     """Tables of related tokens, one column per kind, built once per neuron (`name`: the page's cache name for
     them); says which command computes the weight-based ones."""
+    command = f"python -m core related {ctx.reader.path}"
+    missing = "still being computed" if _fill_step(command) else "not computed yet"
+
     def build() -> str:
         columns = []
         for kind, tokens in found:
             if not tokens:
-                columns.append((TOKEN_KIND_TITLES[kind], '<span style="color:#888">not computed yet</span>'))
+                columns.append((TOKEN_KIND_TITLES[kind], f'<span style="color:#888">{missing}</span>'))
                 continue
             with_count = tokens[0].count is not None
             header = ["token", "count", "value"] if with_count else ["token", "value"]
@@ -343,9 +346,9 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
                 header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0)))
         return render.columns_html(columns)
 
-    html(ctx.rendered(name, (ctx.neuron,), build))
+    html(ctx.rendered(name, (ctx.neuron, missing), build))
     if any(not tokens for _, tokens in found):
-        not_computed("Weight-based related tokens", f"python -m core related {ctx.reader.path}")
+        not_computed("Weight-based related tokens", command)
 
 
 def generate_panel(ctx: PageContext) -> None:
