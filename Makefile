@@ -1,10 +1,12 @@
-# The README's two commands: `make app` (set up, build the demo cache if missing, launch) and `make test`.
+# The README's commands: `make app` (set up, build the demo cache if missing, launch on this machine only),
+# `make classroom` (the same, served to a class on the local network) and `make test`.
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 CACHE ?= caches/smollm2-135m-stdlib.duckdb
-TOKENS ?= 100000
+# the demo's recording: 16,384 tokens record in about a minute on an idle 2-core laptop (README: first run)
+TOKENS ?= 16384
 
-.PHONY: setup setup-dev app demo test lint bench chromium messages
+.PHONY: setup setup-dev app classroom demo test lint bench chromium messages
 
 .venv/.setup: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -33,8 +35,16 @@ chromium:
 demo: setup
 	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS)
 
-app: demo
-	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py
+# the first page (layer 0 neuron 0, explained and scored) first; the rest fills in by a process of its own while the
+# dashboard is open (its progress is in the sidebar; `make demo` does it all in the foreground)
+app: setup
+	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS) --background
+	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py --server.address 127.0.0.1
+
+# prints the link (and the teacher's passcode) and serves on the local network; ADDRESS=IP PORT=N to choose
+classroom: setup
+	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS) --background
+	$(PY) -m dashboard.serve --cache $(CACHE) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(PORT),--port $(PORT))
 
 test: setup-dev
 	$(PY) -m ruff check .

@@ -43,6 +43,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,7 @@ FLOOR_PAGES = ("", "second")
 DEFAULT_PAGES = ("insights", "scoring", "related")
 DEFAULT_QUERY = "layer={layer}&neuron={neuron}"
 DEFAULT_EXPECT = "Neuron {layer}:{neuron}"
+T = TypeVar("T")
 NEURON_STRIDE = 7919
 """Step through the flat neuron index: prime, so it visits every neuron of any cache before repeating one."""
 
@@ -561,9 +563,9 @@ def cache_neurons(cache: Path, explained_first: bool) -> Neurons:
 
     with open_reader(cache) as reader:
         info = reader.info()
-        rows = reader.neuron_table(scored_only=True, order="neuron", descending=False, limit=100_000) \
+        explained = reader.neuron_table(order="score", scored_only=True, limit=info.layers * info.neurons_per_layer) \
             if explained_first else []
-        first = [(row.neuron.layer, row.neuron.neuron) for row in rows]
+        first = [(row.neuron.layer, row.neuron.neuron) for row in explained]
     return Neurons(info.layers, info.neurons_per_layer, first)
 
 
@@ -617,11 +619,11 @@ def servers(app: Path, cache: Path, folder: Path, options: Sequence[str] = ()) -
         yield app_server, floor
 
 
-def run_loop(coroutine: Coroutine[object, object, None]) -> None:
+def run_loop(coroutine: Coroutine[object, object, T]) -> T:
     """Run `coroutine` on a new event loop in a thread of its own: the caller's thread may already run a loop (a
     test process that drives a browser through playwright's sync API does), and asyncio.run refuses to nest."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons) -> None:

@@ -790,4 +790,6 @@ def _nothing_usable(source: str, tally: _Tally, excerpt_len: int) -> str:
         )
     if not parts:
         parts.append("no text found")
+    if tally.skipped_files and not tally.tokens_seen:
+        parts.append("give plain text saved as UTF-8 (.txt, .md, .py ...)")
     return f"no usable text in {source}: " + "; ".join(parts)

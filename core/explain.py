@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from core import prompts
 from core.baseline import BASELINE_SPEC
+from core.killpoints import kill_point
 from core.offline.evidence import neuron_statistics, normalize
 from core.offline.writer import CANDIDATES, write_phrases
 from core.score import (
@@ -541,6 +542,7 @@ def explain_neurons(
     def one(neuron: NeuronId) -> ExplanationResult:
         result = explain_neuron(store, neuron, explainer, simulator, candidates)
         save_result(store, result)
+        kill_point("explain.stored")  # tests/test_kill.py
         return result
 
     def count(result: ExplanationResult) -> None:

@@ -9,6 +9,7 @@ at a time); the default runs at once. Every failure a person can cause or fix is
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -17,7 +18,16 @@ import numpy as np
 
 from core.backends import BackendKind, BackendSpec, BackendSpecError, LLMSettings, wire
 from core.store import CacheReader, NotesStore, StoreError
-from core.types import ExcerptKind, ExplanationStatus, LiveScore, LiveSimulation, NeuronId, Split, Suggestion
+from core.types import (
+    ExcerptKind,
+    ExplanationStatus,
+    LiveScore,
+    LiveSimulation,
+    NeuronId,
+    Scores,
+    Split,
+    Suggestion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,13 @@ class TextActivations:
     tokens: tuple[str, ...]
     activations: np.ndarray
     """float32 [tokens, neurons_per_layer]."""
+    cut: bool = False
+    """The text was longer than the tokens read (only its beginning is here)."""
+
+
+CHARS_PER_TOKEN_CAP = 32
+"""Characters of a text read per token asked for: more than any tokenizer packs into one token, so cutting the text
+there first changes nothing but spares tokenizing a pasted megabyte."""
 
 
 SIMULATED_TOKENS_PER_TOKEN = 8
@@ -79,10 +96,17 @@ def _failures() -> tuple[type[Exception], ...]:
 
 
 def score_text(
-    reader: CacheReader, notes: NotesStore, neuron: NeuronId, text: str, backend: LiveBackend, queue: Queue = run_now
+    reader: CacheReader,
+    notes: NotesStore,
+    neuron: NeuronId,
+    text: str,
+    backend: LiveBackend,
+    queue: Queue = run_now,
+    author_saw_score_excerpts: bool = True,
 ) -> LiveScore:
     """`text` simulated and scored on the neuron's scoring excerpts with the backend's simulator and kept in the
-    notes; the same text scored before with the same simulator is not scored again."""
+    notes (with whether its author could have seen those excerpts); the same text scored before with the same
+    simulator is not scored again."""
     from core.score import score_explanation
 
     spec = str(backend.spec)
@@ -96,7 +120,7 @@ def score_text(
     except _failures() as error:
         raise LiveError(f"Scoring failed: {error}") from error
     simulations = [LiveSimulation(s.excerpt_id, s.normalized_predictions, s.score) for s in scored.excerpts]
-    return notes.add_live_score(neuron, text, spec, scored.scores, simulations)
+    return notes.add_live_score(neuron, text, spec, scored.scores, simulations, author_saw_score_excerpts)
 
 
 def suggest(
@@ -109,10 +133,19 @@ def suggest(
     queue: Queue = run_now,
 ) -> Suggested:
     """Score a person's explanation live and keep it as a suggestion; the neuron's best explanation is scored by
-    the same simulator too, so the two compare fairly."""
-    mine = score_text(reader, notes, neuron, text, backend, queue)
-    best = next((e for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
-    current = score_text(reader, notes, neuron, best.text, backend, queue) if best and best.text else None
+    the same simulator too, so the two compare fairly. The person wrote theirs on the page that shows the scoring
+    excerpts, so its score is kept as seen (optimistic); the stored explanation's explainer never saw them."""
+    from core.score import readability_problem
+
+    mine = score_text(reader, notes, neuron, text, backend, queue, author_saw_score_excerpts=True)
+    best = next((e.text for e in reader.explanations(neuron) if e.status == ExplanationStatus.OK and e.text), None)
+    if best is None:  # the one the dashboard made on view, if any, is what the page shows as the neuron's
+        on_view = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
+        best = on_view.text if on_view is not None else None
+    # a cache explained before the readability rule holds explanations the simulators refuse to read (a token
+    # table of 900 characters): then there is nothing to compare with, and the person's suggestion still counts
+    current = (score_text(reader, notes, neuron, best, backend, queue, author_saw_score_excerpts=False)
+               if best and readability_problem(best) is None else None)
     return Suggested(notes.add_suggestion(neuron, text, author, "person", mine.score_id), current)
 
 
@@ -134,8 +167,51 @@ def generate(
     if result.status != ExplanationStatus.OK or result.scored is None or not result.text:
         raise LiveError(f"Generation failed: {result.failure or 'no explanation'}")
     simulations = [LiveSimulation(s.excerpt_id, s.normalized_predictions, s.score) for s in result.scored.excerpts]
-    live = notes.add_live_score(neuron, result.text, spec, result.scored.scores, simulations)
+    # an explainer reads only the EXPLAIN excerpts, never the scoring ones
+    live = notes.add_live_score(neuron, result.text, spec, result.scored.scores, simulations,
+                                author_saw_score_excerpts=False)
     return notes.add_suggestion(neuron, result.text, "", source=result.explainer, score_id=live.score_id)
+
+
+ON_VIEW_SOURCE = "offline default, on view"
+"""Source of the explanations the dashboard makes when a neuron without one is first viewed (notes.suggestions)."""
+
+ON_VIEW_AUTHOR = "offline default"
+
+_ON_VIEW_LOCK = threading.Lock()
+"""Held while checking for and keeping an on-view explanation, so two sessions viewing a neuron at once keep one."""
+
+
+def explain_on_view(
+    reader: CacheReader, notes: NotesStore, neuron: NeuronId, queue: Queue = run_now
+) -> Suggestion | None:
+    """The neuron's on-view explanation: the one kept in the notes, else one made now by the offline default
+    (core.explain.explain_on_first_view: baseline explainer and simulator, chosen on CALIBRATE excerpts, scored on
+    SCORE excerpts) and kept as a suggestion from ON_VIEW_SOURCE; None when the offline default finds nothing to
+    say (no excerpts, or no readable phrase)."""
+    from core.explain import explain_on_first_view
+
+    kept = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
+    if kept is not None:
+        return kept
+    try:
+        with queue(f"Explaining neuron {neuron} with the offline default"):
+            result = explain_on_first_view(reader, neuron)
+    except _failures() as error:
+        raise LiveError(f"The offline default could not explain {neuron}: {error}") from error
+    if result.status != ExplanationStatus.OK or not result.text:
+        log.info("no on-view explanation of %s: %s", neuron, result.failure)
+        return None
+    simulations = ([LiveSimulation(s.excerpt_id, s.normalized_predictions, s.score) for s in result.scored.excerpts]
+                   if result.scored else [])
+    scores = result.scored.scores if result.scored else Scores(None, None, None, 0)
+    with _ON_VIEW_LOCK:
+        kept = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
+        if kept is not None:
+            return kept
+        live = notes.add_live_score(neuron, result.text, result.simulator, scores, simulations,
+                                    author_saw_score_excerpts=False)
+        return notes.add_suggestion(neuron, result.text, ON_VIEW_AUTHOR, ON_VIEW_SOURCE, live.score_id)
 
 
 def generation_cost(reader: CacheReader, neuron: NeuronId, backend: LiveBackend) -> float | None:
@@ -175,8 +251,24 @@ def text_activations(
     try:
         with queue("Running the model on your text"):
             subject = local_model(model)
-            ids = subject.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+            head = text[: max_tokens * CHARS_PER_TOKEN_CAP]
+            ids = subject.tokenizer(head, add_special_tokens=False)["input_ids"]
+            cut = len(ids) > max_tokens or len(head) < len(text)
+            ids = ids[:max_tokens]
             activations = neuron_activations(subject, ids, layers=[layer])[layer]
     except _failures() as error:
         raise LiveError(f"Cannot run {model} here: {error}") from error
-    return TextActivations(tuple(token_strings(subject.tokenizer, ids)), activations)
+    return TextActivations(tuple(token_strings(subject.tokenizer, ids)), activations, cut)
+
+
+def model_problem(model: str) -> str | None:
+    """Why `model` cannot run here (not on this machine: nothing is downloaded at run time), or None when its
+    tokenizer loads without a download. For caches whose model may be missing (imported ones); cheap: no weights."""
+    from core.models import ModelError, load_tokenizer
+
+    try:
+        load_tokenizer(model)
+    except ModelError as error:
+        return str(error)
+    return None
+

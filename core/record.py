@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from core.corpus import Corpus
+from core.killpoints import kill_point
 from core.models import SubjectModel, capture_neurons, run_decoder, token_strings
 from core.packing import encode_rows
 from core.paths import partial_dir, temp_path
@@ -866,6 +867,7 @@ def _save_checkpoint(
     tmp = work / "checkpoint.tmp"
     layers = [{k: v.cpu() for k, v in r.state_dict().items()} for r in recorders]
     torch.save({"done": done, "generator": generator.get_state(), "layers": layers}, tmp)
+    kill_point("build.checkpoint-written")  # tests/test_kill.py
     os.replace(tmp, work / "checkpoint.pt")
     log.info("checkpoint at excerpt %d", done)
 
@@ -927,6 +929,7 @@ def write_cache(
             store.insert_neuron_stats(stats)
             store.insert_neuron_excerpts(excerpts)
             store.insert_token_means(means)
+            kill_point("build.writing")  # tests/test_kill.py: CACHE.tmp half written
         report_file = work / "corpus_report.json"
         store.set_meta(
             {
@@ -949,4 +952,6 @@ def write_cache(
         store.checkpoint()
     finally:
         store.close()
+    kill_point("build.before-rename")  # tests/test_kill.py
     os.replace(tmp, cache_path)  # atomically: a reader keeps the old file it has open
+    kill_point("build.renamed")  # tests/test_kill.py: the cache in place, CACHE.partial/ not yet removed

@@ -34,6 +34,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
+from core.killpoints import kill_point
 from core.models import SubjectModel, capture_neurons, run_decoder, token_strings
 from core.store import CacheReader, ResultsWriter
 from core.types import RelatedNeuronKind, RelatedTokenKind
@@ -475,6 +476,7 @@ def _write_layers(
             neurons = _layer_neurons(prep, layer, n, upstream_pos, upstream_neg, correlated, timer)
             with timer("write"):
                 store.insert_related_layer(layer, token_rows(layer, tokens), neuron_rows(layer, n, neurons))
+            kill_point("related.stored")  # tests/test_kill.py
             summary.layers_computed += 1
             bar.update(1)
             last = layer == n_layers - 1

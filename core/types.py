@@ -221,6 +221,34 @@ class HumanRating:
 
 
 @dataclass(frozen=True)
+class ClassShare:
+    """The teacher's "show this neuron to the class": where the class is asked to look."""
+
+    share_id: int
+    """Grows with every share (a student follows each share once)."""
+    neuron: NeuronId
+    page: str
+    """The page the teacher was on (a dashboard page name, e.g. "insights")."""
+    created_at: str
+    """ISO timestamp (UTC, seconds)."""
+
+
+@dataclass(frozen=True)
+class BoardSettings:
+    """What the teacher set for one neuron's class board."""
+
+    neuron: NeuronId
+    open: bool = True
+    """Whether students may add explanations and ratings (a closed board is still shown)."""
+    pinned_suggestion: int | None = None
+    """The suggestion shown first, whatever its score."""
+    cleared_suggestions: int = 0
+    """Suggestions with this id or lower are hidden from the board (cleared; kept in the notes)."""
+    cleared_ratings: int = 0
+    """Ratings with this id or lower are not counted on the board (cleared; kept in the notes)."""
+
+
+@dataclass(frozen=True)
 class Disagreement:
     """A neuron whose human ratings contradict its score (the home page lists these)."""
 

@@ -10,9 +10,9 @@ labels and titles belong to the pages.
 | app.py (the frame) | info |
 | pages/home.py | home, disagreements |
 | pages/picker.py | neuron_list |
-| pages/insights.py | insights, people |
-| pages/scoring.py | scoring, people, simulation or live_simulation |
-| pages/related.py | related |
+| pages/insights.py | insights, people, evidence, on_view_explanations |
+| pages/scoring.py | scoring, people, simulation or live_simulation, on_view_explanations |
+| pages/related.py | related, on_view_explanations |
 | pages/try_text.py | stats, neuron_rows |
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.offline.evidence import TokenStat, token_evidence
 from core.store import CacheInfo, CacheReader, NotesQueries
 from core.types import (
     QUANTILE_BINS,
@@ -279,3 +280,22 @@ def stats(reader: CacheReader, neuron: NeuronId) -> NeuronStats | None:
 def neuron_rows(reader: CacheReader, neurons: tuple[NeuronId, ...]) -> dict[NeuronId, NeuronRow]:
     """These neurons' statistics and best explanations."""
     return reader.neuron_rows(neurons)
+
+
+# --- explanations made on view, and the evidence beside an explanation -----------------------------------------
+
+
+def on_view_explanations(
+    reader: CacheReader, notes: NotesQueries, neurons: tuple[NeuronId, ...]
+) -> dict[NeuronId, Suggestion]:
+    """The explanations the dashboard made by the offline default when these neurons were first viewed (the notes;
+    core.live.explain_on_view makes them), by neuron."""
+    from core.live import ON_VIEW_SOURCE
+
+    return notes.suggestions_from(ON_VIEW_SOURCE, neurons)
+
+
+def evidence(reader: CacheReader, neuron: NeuronId) -> tuple[TokenStat, ...]:
+    """The tokens the neuron fires on most in the excerpts its explanations are written from, with levels and
+    counts: evidence shown beside an explanation, never the explanation."""
+    return tuple(token_evidence(reader, neuron))

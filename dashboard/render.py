@@ -2,13 +2,15 @@
 
 Everything shown here that a corpus, an LLM or a person wrote goes through `escape` (html.escape with quotes);
 colours and widths come from clamped numbers, never from data. The results are handed to st.html, which sanitises
-again in the browser.
+again in the browser. Text that becomes Markdown instead (button labels, st.success / st.error / st.info / st.caption
+bodies, which Streamlit renders as Markdown with images, links, maths and colours) goes through `plain`.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +61,36 @@ def display_token(token: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")
+"""Where GFM's autolink literals start ("://", "www.", "@"): the joiner goes before the last character matched."""
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~$:^=&\"'/@%")
+
+
+def plain(text: object, limit: int | None = None) -> str:
+    """Text for a Markdown body or widget label, shown as the characters it is: every ASCII punctuation character
+    Markdown or Streamlit's extensions could read (links, images, emphasis, code, $maths$, :colour[...] and
+    :shortcodes:, HTML) gets a backslash, line breaks become spaces; cut to `limit` characters first. Bare URLs and
+    e-mail addresses, which GitHub-flavoured Markdown links whatever is escaped, get an invisible word joiner."""
+    value = " ".join(str(text).split())
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    value = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], value)
+    return "".join(f"\\{char}" if char in _MARKDOWN_SPECIAL else char for char in value)
+
+
+def shown(markdown: str) -> str:
+    """What a browser shows of a `plain` text (for tests and logs): the backslashes and word joiners removed."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(_JOINER, "")
+
+
+def code(text: object) -> str:
+    """Text as a Markdown code span (a command, a path): literal inside, fenced by more backticks than it holds."""
+    value = " ".join(str(text).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    return f"{fence} {value} {fence}"
 
 
 def escape(text: object) -> str:
@@ -136,23 +168,23 @@ def _token_line(
                    f'width:64px">{escape(_(tag))}</span>')
     # looked up once per line, filled per token
     lang = language()
-    real_title, simulated_title = _("activation {value}  ({normalized}/10)"), _("simulated {value}/10")
+    simulated_title = _("simulated {value}/10")
     for index, (token, raw) in enumerate(zip(row.tokens, row.activations, strict=False)):
         value = float(raw)
         sim = simulated[index] if simulated is not None and index < len(simulated) else None
         normalized = 10.0 * value / positive_scale if positive_scale > 0 else 0.0
-        title = f"{display_token(token)!r}  " + real_title.format(value=number_in(value, ".3f", lang),
-                                                                   normalized=number_in(normalized, ".1f", lang))
+        # short on purpose: a page holds thousands of these, and every byte is sent to every student
+        title = (f"{display_token(token)!r}: {number_in(value, '.3f', lang)} "
+                 f"({number_in(normalized, '.1f', lang)}/10)")
         if tag == "simulated" and sim is not None:
             style = f"background:{rgba(POSITIVE_RGB, float(sim) / 10.0)}"
-            title += "  " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
+            title += ", " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
         else:
             style = f"background:{activation_colour(value, positive_scale, negative_scale)}"
             if sim is not None:
                 style += f";border-bottom:3px solid {rgba(SIMULATED_RGB, float(sim) / 10.0)}"
-                title += "  " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
-        out.append(f'<span style="{style};border-radius:2px" title="{escape(title)}">'
-                   f"{escape(display_token(token))}</span>")
+                title += ", " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
+        out.append(f'<span style="{style}" title="{escape(title)}">{escape(display_token(token))}</span>')
     out.append("</div>")
     return "".join(out)
 
@@ -220,3 +252,17 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars:
         parts.append("</tr>")
     parts.append("</table>")
     return "".join(parts)
+
+
+def sections_html(sections: Sequence[tuple[str, str]]) -> str:
+    """Blocks of HTML each under a bold title (escaped), as one piece: one element on the page instead of two per
+    section (every element costs a page run a little)."""
+    return "".join(f'<div style="font-weight:600;font-size:14px;margin:10px 0 2px 0">{escape(title)}</div>{body}'
+                   for title, body in sections if body)
+
+
+def columns_html(columns: Sequence[tuple[str, str]]) -> str:
+    """Blocks of HTML side by side (wrapping on narrow screens), each under a bold title (escaped)."""
+    cells = "".join(f'<div style="flex:1 1 220px;min-width:0"><div style="font-weight:600;font-size:14px;'
+                    f'margin:0 0 4px 0">{escape(title)}</div>{body}</div>' for title, body in columns)
+    return f'<div style="display:flex;gap:16px;flex-wrap:wrap">{cells}</div>'

@@ -2,9 +2,14 @@
 frame (app.py) hands each page, and the queue for live model work.
 
 - One DashboardCache per cache file for every session (st.cache_resource), re-attached when a file is replaced.
-- Views (core/views.py) are cached for every session with st.cache_data, keyed by the view, its arguments and the
-  cache files' signature (views of the notes: the notes' write count), so a neuron someone already opened costs
-  little the next time: `ctx.view(views.insights, neuron)`.
+- Views (core/views.py) are cached for every session, keyed by the view, its arguments and the cache files'
+  signature (views of the notes: the notes' write count), so a neuron someone already opened costs little the next
+  time: `ctx.view(views.insights, neuron)`. So is the HTML a page builds from them (`ctx.rendered`), so a heatmap is
+  built once per neuron. Both are kept as objects in a process-wide SharedMemo, not pickled copies (st.cache_data):
+  views are frozen records and HTML is a string, nobody changes them, and a copy per run would cost every run.
+- The heap: Streamlit's full garbage collection after every run (runner.postScriptGC) costs about 60 ms on this
+  app's heap (pandas, altair, DuckDB), more than the rest of a page run; .streamlit/config.toml turns it off, and
+  `settle_heap` freezes what the imports made (gc.freeze), so the collections Python still makes skip it.
 - The frame passes a PageContext to the page it runs through a context variable set only while the page runs.
   A page that runs without the frame (Streamlit's pages-directory mode: a deep link as the first visit after a
   server start, and every AppTest run) runs the frame itself: see `page_context`.
@@ -13,23 +18,28 @@ frame (app.py) hands each page, and the queue for live model work.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import runpy
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 import streamlit as st
 
 from core.live import LiveBackend
 from core.paths import REPO_DIR, build_command
-from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError
+from core.store import CacheInfo, CacheReader, DashboardCache, NotesStore, StoreError, signatures
 from core.types import NeuronId
-from dashboard.i18n import N_, _
+from dashboard.i18n import N_, _, language
+from dashboard.render import plain
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,7 @@ APP = REPO_DIR / "app.py"
 PAGES: dict[str, str] = {
     "home": "pages/home.py",
     "picker": "pages/picker.py",
+    "classroom": "pages/classroom.py",
     "scoring": "pages/scoring.py",
     "insights": "pages/insights.py",
     "related": "pages/related.py",
@@ -51,8 +62,10 @@ PAGES: dict[str, str] = {
 LIVE_SLOTS_ENV = "NEURON_ATLAS_LIVE_SLOTS"
 """Environment variable: how many live model jobs (scoring, forward passes, generation) run at once (default 1)."""
 
-VIEW_CACHE_ENTRIES = 512
-"""Views kept per view function (per-neuron views: this many neurons, for every session)."""
+VIEW_CACHE_ENTRIES = 1024
+"""Views (and rendered HTML) of the cache files kept for every session (per-neuron views: several per neuron)."""
+NOTES_VIEW_CACHE_ENTRIES = 256
+"""Views of the notes kept; apart from the others, so a class writing to the notes never pushes them out."""
 
 
 # --- the open cache ----------------------------------------------------------------------------------------------
@@ -73,10 +86,91 @@ def open_cache(path: Path) -> DashboardCache:
     return cache
 
 
-@st.cache_data(show_spinner=False, max_entries=VIEW_CACHE_ENTRIES)
+CACHE_WATCH_S = 10.0
+"""How often an open page looks whether its cache's files changed on disk (a command published results, a build
+replaced the recording, a file was deleted or came back): the page then runs again by itself."""
+
+
+@st.fragment(run_every=CACHE_WATCH_S)
+def watch_cache(path: str, seen: tuple[Any, ...]) -> None:
+    """Run the whole page again when the recording or results file of `path` is no longer the one `seen` (two
+    stat calls every CACHE_WATCH_S; nothing is drawn)."""
+    if signatures(Path(path)) != seen:
+        st.rerun()
+
+
+def run_page(run: Callable[[], None]) -> None:
+    """Run the page; a cache file that fails under it (replaced, cut short or damaged while the page read it) is
+    one message with a way forward, never a traceback (the details go to the server's log)."""
+    try:
+        run()
+    except (StoreError, duckdb.Error) as error:
+        log.warning("the page stopped on a cache error", exc_info=True)
+        st.error(_("The cache could not be read while this page was drawn ({reason}). If a command or a build just "
+                   "replaced it, press **Try again**; if this stays, the file is damaged: rebuild it, or choose "
+                   "another cache file in the sidebar.", reason=plain(one_line(error), 300)))
+        st.button(_("Try again"), key="page_error_retry", type="primary")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(error).split())
+
+
+class SharedMemo:
+    """Values computed once per key for every session of the process, the least recently used dropped beyond
+    `entries`; a key being computed makes other sessions asking for it wait for that one result (NOTES.md: thirty
+    sessions on one new neuron must not query it thirty times).
+
+    Why not st.cache_resource: Streamlit hashes every argument of a cached call with its own hasher, about half a
+    millisecond a call here, several calls a page run; these keys are small tuples that Python hashes in
+    microseconds."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._values: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._pending: dict[tuple[Any, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """The value of `key`, computed by `compute()` the first time."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._values:  # another session computed it while this one waited
+                    return self._values[key]
+            try:
+                value = compute()
+            except BaseException:
+                with self._lock:
+                    self._pending.pop(key, None)
+                raise
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.entries:
+                    self._values.popitem(last=False)
+                self._pending.pop(key, None)
+        return value
+
+
+_VIEWS = SharedMemo(VIEW_CACHE_ENTRIES)
+"""Views and rendered HTML of the cache files (process-wide, like st.cache_resource)."""
+_NOTES_VIEWS = SharedMemo(NOTES_VIEW_CACHE_ENTRIES)
+"""Views of the notes, apart: a class writing to the notes never pushes the others out."""
+
+
 def _cached_view(name: str, key: tuple[Any, ...], args: tuple[Any, ...], _compute: Callable[[], T]) -> T:
     """`_compute()` once per (view name, key, args) for every session; `_compute` is not part of the key."""
-    return _compute()
+    return _VIEWS.get((name, key, args), _compute)
+
+
+def _cached_notes_view(name: str, key: tuple[Any, ...], args: tuple[Any, ...], _compute: Callable[[], T]) -> T:
+    """As _cached_view, for views of the notes (keyed by the notes' write count)."""
+    return _NOTES_VIEWS.get((name, key, args), _compute)
 
 
 def _name(view: Callable[..., Any]) -> str:
@@ -84,7 +178,7 @@ def _name(view: Callable[..., Any]) -> str:
 
 
 def cache_key(cache: DashboardCache) -> tuple[Any, ...]:
-    """The cache's recording and results as they are on disk now (a st.cache_data key)."""
+    """The cache's recording and results as they are on disk now (a key of cached views)."""
     return (str(cache.reader.path), cache.signature)
 
 
@@ -121,8 +215,20 @@ class PageContext:
 
     def notes_view(self, view: Callable[..., T], *args: Any) -> T:
         """view(reader, notes, *args), cached for every session until anything is written to the notes."""
-        key = (*cache_key(self.cache), self.notes.version)
-        return _cached_view(_name(view), key, args, _compute=lambda: view(self.reader, self.notes, *args))
+        return _cached_notes_view(_name(view), self._notes_key(), args,
+                                  _compute=lambda: view(self.reader, self.notes, *args))
+
+    def rendered(self, name: str, args: tuple[Any, ...], build: Callable[[], T], *, notes: bool = False) -> T:
+        """build() once for every session until the cache files (with `notes`: also the notes) change; `name` and
+        `args` must say everything `build` depends on (e.g. "insights.excerpts", (neuron, per_group)); the session's
+        language is added here (what is built holds translated text and numbers)."""
+        args = (language(), *args)
+        if notes:
+            return _cached_notes_view(name, self._notes_key(), args, _compute=build)
+        return _cached_view(name, cache_key(self.cache), args, _compute=build)
+
+    def _notes_key(self) -> tuple[Any, ...]:
+        return (*cache_key(self.cache), id(self.notes), self.notes.version)
 
 
 @dataclass(frozen=True)
@@ -150,7 +256,8 @@ def frame_running(frame: Frame) -> Iterator[None]:
 def no_cache_message(problem: str | None) -> str:
     """Why no cache is open, and what to do about it."""
     if problem:
-        return _("The cache cannot be opened: {problem}. Choose another cache file in the sidebar.", problem=problem)
+        return _("The cache cannot be opened: {problem}. Choose another cache file in the sidebar.",
+                 problem=plain(problem))
     return _("No cache yet. Build the demo cache (the default model over the standard library's text) with "
              "`{command}` or `make app`, then reload this page; or choose a cache file in the sidebar.",
              command=build_command())
@@ -238,3 +345,22 @@ def live_work(label: str) -> Iterator[None]:
     finally:
         gate.semaphore.release()
         box.empty()
+
+
+# --- the heap ---------------------------------------------------------------------------------------------------
+
+_SETTLED = [0]
+"""len(sys.modules) when the heap was last frozen."""
+
+
+def settle_heap() -> None:
+    """After a run that imported modules: collect, then freeze every object alive (gc.freeze), so later garbage
+    collections skip the libraries' objects. Freezing only when modules were imported keeps it to a few times per
+    process; objects frozen while a run was in flight are never collected, which those few times bound. Only in a
+    server (`streamlit run`): a test process (AppTest) keeps its heap as it is."""
+    if len(sys.modules) == _SETTLED[0] or not st.runtime.exists():
+        return
+    _SETTLED[0] = len(sys.modules)
+    gc.collect()
+    gc.freeze()
+    log.info("heap settled: %d objects frozen after %d modules were loaded", gc.get_freeze_count(), _SETTLED[0])

@@ -11,16 +11,19 @@ import logging
 import os
 import random
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.backends import BackendKind, BackendSpec, LLMSettings
+from core.fill import FillProgress, FillStep, StepKind, read_fill
 from core.live import LiveBackend, LiveError, generate, generation_cost
-from core.paths import REPO_DIR, default_cache, known_caches
+from core.paths import CACHE_ENV, HOME_ENV, REPO_DIR, default_cache, known_caches
+from core.store import NotesError, StoreError, set_notes_aside
 from core.types import NeuronId, NeuronStats, RelatedToken, RelatedTokenKind
-from dashboard import render
+from dashboard import render, roles
 from dashboard.i18n import DEFAULT_LANGUAGE, LANGUAGE_KEY, LANGUAGES, N_, _, browser_language, language, number
 from dashboard.i18n import score as score_text
 from dashboard.state import PAGES, PageContext, live_work
@@ -84,8 +87,10 @@ def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> Neur
 
 
 def neuron_button(neuron: NeuronId, label: str | None = None, key: str | None = None, **kwargs: Any) -> bool:
-    """A button that moves this session to `neuron` (every page follows the sidebar)."""
-    return st.button(label or f"→ {neuron}", key=key, on_click=go_to, args=(neuron.layer, neuron.neuron), **kwargs)
+    """A button that moves this session to `neuron` (every page follows the sidebar); the label is shown as text
+    (it may hold explanations people or models wrote)."""
+    return st.button(render.plain(label or f"→ {neuron}"), key=key, on_click=go_to,
+                     args=(neuron.layer, neuron.neuron), **kwargs)
 
 
 def page_link(page: str, label: str) -> None:
@@ -124,14 +129,22 @@ def _type_cache() -> None:
         st.session_state["cache_path"] = str(Path(typed).expanduser().resolve())
 
 
+@st.cache_resource(ttl=5, show_spinner=False)
+def _caches_on_disk(cache_env: str, home_env: str) -> tuple[Path | None, tuple[Path, ...]]:
+    """default_cache() and known_caches() under these settings, looked up at most every 5 s for every session (they
+    read and list files: a millisecond a run that a page run need not pay)."""
+    return default_cache(), tuple(known_caches())
+
+
 def cache_sidebar() -> Path | None:
     """The sidebar's cache choice; returns the path this session uses (None when there is none).
 
     The session's choice lives in session_state["cache_path"] and changes only in the callbacks, so a list of
     caches that changes between runs (a new build, another session remembering its cache) never moves it."""
     chosen = st.session_state.get("cache_path")
-    current = chosen if chosen else (str(default) if (default := default_cache()) else None)
-    choices = [str(path) for path in known_caches()]
+    default, known = _caches_on_disk(os.environ.get(CACHE_ENV, ""), os.environ.get(HOME_ENV, ""))
+    current = chosen if chosen else (str(default) if default else None)
+    choices = [str(path) for path in known]
     if current is not None and current not in choices:
         choices.insert(0, current)
     with st.sidebar.expander(_("Cache"), expanded=current is None):
@@ -142,8 +155,20 @@ def cache_sidebar() -> Path | None:
         st.text_input(_("Open another cache file"), key="cache_other", placeholder="/path/to/cache.duckdb",
                       on_change=_type_cache)
         if current is not None:
-            st.caption(f"`{current}`")
+            st.caption(render.code(current))
     return Path(current) if current is not None else None
+
+
+def cache_problem(path: Path, error: StoreError) -> None:
+    """The sidebar's word on a cache that cannot be opened, with a way forward: a damaged notes file can be set
+    aside (kept beside the cache) so the dashboard starts new notes."""
+    st.sidebar.error(render.plain(error))
+    if isinstance(error, NotesError) and error.damaged and st.sidebar.button(
+            _("Set the damaged notes file aside and start new notes"), key="notes_aside"):
+        aside = set_notes_aside(path)
+        st.toast(_("The damaged notes file is kept as {name}", name=render.plain(aside.name)))
+        st.rerun()
+    st.sidebar.button(_("Try again"), key="cache_retry")
 
 
 BACKEND_LABELS: dict[BackendKind, str] = {
@@ -196,31 +221,45 @@ def live_settings_sidebar() -> LiveBackend:
 # --- drawing core.views' records ----------------------------------------------------------------------------
 
 
+class _Markup(str):
+    """HTML that st.html takes as it is. A plain string is dedented first (textwrap.dedent over the whole text),
+    which costs more than building a large heatmap; an object with _repr_html_ is not."""
+
+    def _repr_html_(self) -> str:
+        return self  # already a str: no copy
+
+
+def html(markup: str) -> None:
+    """Draw HTML made by dashboard/render.py or dashboard/svg.py (every untrusted text in it already escaped)."""
+    if markup:
+        st.html(_Markup(markup))
+
+
 def heatmap(rows: Sequence[render.HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0,
             mode: str = "real") -> None:
     """Draw excerpts as a safe token heatmap."""
     if rows:
-        st.html(render.heatmap_html(rows, positive_scale=positive_scale, negative_scale=negative_scale, mode=mode))
+        html(render.heatmap_html(rows, positive_scale=positive_scale, negative_scale=negative_scale, mode=mode))
 
 
 def heatmap_legend(positive_scale: float, negative_scale: float = 0.0, simulated: bool = False) -> None:
     """A one-line key to the heatmap colours."""
-    st.html(render.legend_html(positive_scale, negative_scale, simulated))
+    html(render.legend_html(positive_scale, negative_scale, simulated))
 
 
 def explanation_card(text: str, source: str = "", badge: str = "") -> None:
     """An explanation in a card, with where it came from and a score badge."""
-    st.html(render.card_html(text, source, badge))
+    html(render.card_html(text, source, badge))
 
 
 def score_badge(score: float | None) -> str:
-    """The badge of an explanation card."""
-    return _("score {score}", score=score_text(score))
+    """The badge of an explanation card ("no score" where there is none)."""
+    return _("no score") if score is None else _("score {score}", score=score_text(score))
 
 
 def page_end() -> None:
     """The marker after a page's last panel (browser tests and bench/app.py wait for it)."""
-    st.html(render.END_MARKER)
+    html(render.END_MARKER)
 
 
 def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
@@ -238,8 +277,74 @@ def live_failed(what: str, error: Exception) -> None:
 
 
 def not_computed(what: str, command: str) -> None:
-    """Say that a part of the cache is missing and which command fills it."""
-    st.info(_("{what}: not computed yet — run `{command}`", what=what, command=command))
+    """Say that a part of the cache is missing and which command fills it, or, when the demo's fill (core.fill) is
+    computing it for this neuron right now, how far it is (students are not shown commands: they name the cache's
+    path)."""
+    step = _fill_step(command)
+    if step is not None:
+        st.info(_("{what}: still being computed in the background ({step}: {done} done); this page shows it when it "
+                  "is ready.", what=what, step=_(FILL_STEP_TITLES.get(step.name, step.name)),
+                  done=number(step.fraction, ".0%")), icon=":material/hourglass_top:")
+        return
+    if roles.is_student():
+        st.info(_("{what}: not computed yet in this cache.", what=what))
+        return
+    st.info(_("{what}: not computed yet — run {command}", what=what, command=render.code(command)))
+
+
+# --- the demo filling in (core.fill: a process of its own started by `make app`) --------------------------------
+
+FILL_STEP_TITLES = {
+    "spread": N_("explanations over the other layers"),
+    "related": N_("related tokens and neurons"),
+    "layer0": N_("explanations of the rest of layer 0"),
+}
+"""The fill's steps as the sidebar names them (marked: `_` at use)."""
+FILL_REFRESH_S = 5.0
+"""How often the sidebar re-reads the fill's progress while it runs."""
+
+_FILL: ContextVar[tuple[FillProgress, NeuronId] | None] = ContextVar("neuron_atlas_fill", default=None)
+
+
+def _fill_step(command: str) -> FillStep | None:
+    """The running fill's unfinished step that computes what `command` (python -m core VERB ...) would, for this
+    run's neuron."""
+    found = _FILL.get()
+    words = command.split()
+    verb = words[words.index("core") + 1] if "core" in words[:-1] else ""
+    if found is None or not found[0].running or verb not in set(StepKind):
+        return None
+    return found[0].step_for(StepKind(verb), found[1])
+
+
+def fill_progress_sidebar(path: Path, neuron: NeuronId) -> None:
+    """While the demo fills in: its progress in the sidebar, read again every FILL_REFRESH_S; the whole app runs
+    again when new results are published, so the page shows them."""
+    progress = read_fill(path)
+    _FILL.set((progress, neuron) if progress is not None else None)
+    if progress is None or progress.finished:
+        return
+    with st.sidebar:
+        st.fragment(_fill_panel, run_every=FILL_REFRESH_S if progress.running else None)(path, progress.publications)
+
+
+def _fill_panel(path: Path, seen: int) -> None:
+    progress = read_fill(path)
+    if progress is None or progress.finished or progress.publications != seen:
+        st.rerun()  # new results (or the end): every panel of the page reads them
+    assert progress is not None
+    st.progress(progress.fraction, text=_("The demo is filling in: {done} done", done=number(progress.fraction, ".0%")))
+    for step in progress.steps:
+        mark = _("done") if step.finished else _("{done} of {total}", done=number(step.done, ","),
+                                                  total=number(step.total, ","))
+        st.caption(f"{_(FILL_STEP_TITLES.get(step.name, step.name))}: {mark}")
+    if progress.stopped:
+        if progress.error:
+            st.warning(_("Filling in stopped: {reason}. Run `make app` (or `{command}`) again to go on from here.",
+                         reason=progress.error, command=f"python -m core fill {path}"))
+        else:
+            st.warning(_("Filling in stopped. Run `make app` (or `{command}`) again to go on from here.",
+                         command=f"python -m core fill {path}"))
 
 
 TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
@@ -252,15 +357,18 @@ TOKEN_KIND_TITLES: dict[RelatedTokenKind, str] = {
 }
 
 
-def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]]) -> None:
-    """Tables of related tokens, one column per kind; says which command computes the weight-based ones."""
-    missing = False
-    for column, (kind, tokens) in zip(st.columns(len(found)), found, strict=True):
-        with column:
-            st.markdown(f"**{_(TOKEN_KIND_TITLES[kind])}**")
+def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKind, Sequence[RelatedToken]]],
+                         name: str) -> None:
+    """Tables of related tokens, one column per kind, built once per neuron (`name`: the page's cache name for
+    them); says which command computes the weight-based ones."""
+    command = f"python -m core related {ctx.reader.path}"
+    missing = _("still being computed") if _fill_step(command) else _("not computed yet")
+
+    def build() -> str:
+        columns = []
+        for kind, tokens in found:
             if not tokens:
-                missing = True
-                st.caption(_("not computed yet"))
+                columns.append((_(TOKEN_KIND_TITLES[kind]), f'<span style="color:#888">{missing}</span>'))
                 continue
             with_count = tokens[0].count is not None
             header = [_("token"), _("count"), _("value")] if with_count else [_("token"), _("value")]
@@ -268,16 +376,23 @@ def related_tokens_panel(ctx: PageContext, found: Sequence[tuple[RelatedTokenKin
                      number(t.value, ".3f")]
                     for t in tokens]
             values = [t.value for t in tokens]
-            st.html(render.table_html(header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0))
-    if missing:
-        not_computed(_("Weight-based related tokens"), f"python -m core related {ctx.reader.path}")
+            columns.append((_(TOKEN_KIND_TITLES[kind]), render.table_html(
+                header, rows, bars=values, bar_scale=max(abs(v) for v in values) or 1.0)))
+        return render.columns_html(columns)
+
+    html(ctx.rendered(name, (ctx.neuron, missing), build))
+    if any(not tokens for _kind, tokens in found):
+        not_computed(_("Weight-based related tokens"), command)
 
 
 def generate_panel(ctx: PageContext) -> None:
     """A button that has the session's backend write a new explanation of the neuron (its cost shown first for
     priced models), scored live and kept in the notes as a suggestion from that explainer."""
+    if not roles.may_configure():
+        st.caption(_("In class, the teacher generates new explanations."))
+        return
     backend = ctx.live
-    spec = str(backend.spec)
+    spec = render.plain(backend.spec)
     if backend.spec.kind == BackendKind.OPENAI:
         if not backend.settings.api_key and not backend.settings.base_url:
             st.caption(_("To generate with **{spec}**, give an API key (or a base URL) in the sidebar.", spec=spec))
@@ -300,7 +415,7 @@ def generate_panel(ctx: PageContext) -> None:
         live_failed(_("No new explanation was made."), error)
         return
     if made.score:
-        st.success(_("New explanation kept as a suggestion: {text}  (score {score})", text=made.text,
+        st.success(_("New explanation kept as a suggestion: {text}  (score {score})", text=render.plain(made.text),
                      score=score_text(made.score.score_all)))
     else:
-        st.success(_("New explanation kept as a suggestion: {text}", text=made.text))
+        st.success(_("New explanation kept as a suggestion: {text}", text=render.plain(made.text)))

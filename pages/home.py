@@ -6,12 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core import views
-from dashboard import charts, render, widgets
+from dashboard import charts, classroom, render, widgets
 from dashboard.i18n import _, number
 from dashboard.i18n import score as score_text
 from dashboard.state import PAGES, current_frame, no_cache_message
 
 st.title("Neuron Atlas")
+classroom.join_panel()
 st.markdown(_(
     "A **neuron** is one small unit inside the language model. Each time the model reads a token (a word or a "
     "piece of a word), every neuron answers with one number, its *activation*. Some neurons respond strongly to "
@@ -34,8 +35,8 @@ ctx = frame.context
 home = ctx.view(views.home)
 info = home.info
 cols = st.columns([2.2, 1.4, 1, 1, 1])
-cols[0].metric(_("Model"), info.model)
-cols[1].metric(_("Corpus"), info.corpus)
+cols[0].metric(_("Model"), render.plain(info.model))  # metric values render Markdown
+cols[1].metric(_("Corpus"), render.plain(info.corpus))
 cols[2].metric(_("Tokens"), number(info.tokens, ","))
 cols[3].metric(_("Neurons"), number(info.layers * info.neurons_per_layer, ","),
                help=_("{layers} layers × {neurons} neurons", layers=info.layers,
@@ -64,12 +65,12 @@ disagreements = ctx.notes_view(views.disagreements)
 st.subheader(_("Where people and the score disagree"))
 if not disagreements:
     st.caption(_("No disagreements yet: rate explanations on the Scoring details page (right / partly / wrong)."))
-for item in disagreements:
+for index, item in enumerate(disagreements):  # one neuron can have several disagreeing explanations
     label = (_("{neuron} · score {score} but people say wrong ({right}✓ {partly}~ {wrong}✗) · {explanation}")
              if item.rated_wrong > item.rated_right else
              _("{neuron} · score {score} but people say right ({right}✓ {partly}~ {wrong}✗) · {explanation}"))
     widgets.neuron_button(item.neuron, label.format(neuron=item.neuron, score=score_text(item.score),
                                                     right=item.rated_right, partly=item.rated_partly,
                                                     wrong=item.rated_wrong, explanation=item.explanation_text[:60]),
-                          key=f"home_disagree_{item.neuron}")
+                          key=f"home_disagree_{index}_{item.neuron}")
 widgets.page_end()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import views
 from core.types import NeuronId
-from dashboard import widgets
+from dashboard import render, widgets
 from dashboard.i18n import _, number, number_columns
 from dashboard.state import page_context
 
@@ -43,7 +43,7 @@ with st.form("picker_form", border=False):
     box.text_input(_("Go to a neuron (layer:neuron)"), key="picker_go", placeholder=_("e.g. 3:42"))
     go.form_submit_button(_("Go"), on_click=go_typed, type="primary", width="stretch")
 if st.session_state.get("picker_error"):
-    st.error(st.session_state["picker_error"])
+    st.error(render.plain(st.session_state["picker_error"]))
 prev, lucky, nxt, _spare = st.columns([1, 1, 1, 3])
 prev.button(_("Previous"), icon=":material/chevron_left:", on_click=widgets.step, args=(-1, layers, neurons_per_layer),
             width="stretch")

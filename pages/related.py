@@ -8,9 +8,8 @@ import streamlit as st
 
 from core import views
 from core.types import NeuronId, RelatedNeuronKind
-from dashboard import render, widgets
+from dashboard import imported, onview, render, widgets
 from dashboard.i18n import N_, _, number
-from dashboard.i18n import score as score_text
 from dashboard.state import page_context
 
 ctx = page_context()
@@ -20,6 +19,8 @@ limit = st.slider(_("Neurons per list"), 3, 10, 5, key="related_limit")
 view = ctx.view(views.related, neuron, limit)
 if view.best is not None and view.best.explanation:
     widgets.explanation_card(view.best.explanation, _("best explanation"), widgets.score_badge(view.best.score))
+elif (made := onview.on_view(ctx, neuron)) is not None:
+    onview.explanation_card(made)
 
 TITLES = {
     RelatedNeuronKind.UPSTREAM_POSITIVE: N_("Upstream: feed it positively"),
@@ -46,10 +47,20 @@ def none_because(kind: RelatedNeuronKind) -> str:
     return _("none")
 
 
+missing = imported.missing_model(ctx)  # an imported cache without its model: only correlated neurons exist
+if missing is not None:
+    imported.needs_model(ctx, missing, _("upstream and downstream neurons and related tokens (from the weights)"),
+                         imported.related_command(ctx))
 if not view.computed:
-    widgets.not_computed(_("Related neurons"), f"python -m core related {ctx.reader.path}")
+    if missing is None:
+        widgets.not_computed(_("Related neurons"), f"python -m core related {ctx.reader.path}")
+    else:
+        st.caption(_("No correlated neurons: none shares enough excerpts with this one in the imported files."))
 else:
+    made_on_view = onview.fill_rows(ctx, view.rows, (r.neuron for _kind, group in view.neurons for r in group))
     for kind, found in view.neurons:
+        if missing is not None and kind != RelatedNeuronKind.CORRELATED:
+            continue
         st.subheader(_(TITLES[kind]))
         if not found:
             st.caption(none_because(kind))
@@ -59,16 +70,27 @@ else:
                  label_visibility="collapsed")
         table = []
         for related in found:
-            other = view.rows.get(related.neuron)
-            table.append([str(related.neuron), other.explanation if other and other.explanation else
-                          _("(no explanation yet)"), score_text(other.score if other else None),
-                          number(related.strength, "+.3f")])
+            other, on_view = view.rows.get(related.neuron), made_on_view.get(related.neuron)
+            if other and other.explanation:
+                text, score = other.explanation, other.score
+            elif on_view is not None:
+                text, score = on_view.text + onview.ON_VIEW_MARK, on_view.score.score_all if on_view.score else None
+            else:
+                text, score = _("(no explanation: the offline default found nothing to say)"), None
+            table.append([str(related.neuron), text, onview.score_text(score), number(related.strength, "+.3f")])
         st.html(render.table_html([_("neuron"), _("best explanation"), _("score"), _("strength")], table,
                                   bars=[r.strength for r in found],
                                   bar_scale=max(abs(r.strength) for r in found) or 1.0, widths=[10, 68, 10, 12]))
+        if any(r.neuron in made_on_view for r in found):
+            st.caption(_(onview.ON_VIEW_LEGEND))
         st.caption(_("Open a neuron in a new tab: {links}", links=" · ".join(
             f"[{r.neuron}]({widgets.share_url(r.neuron, 'related')})" for r in found)))
 
 st.subheader(_("Related tokens"))
-widgets.related_tokens_panel(ctx, view.tokens)
+if missing is None:
+    widgets.related_tokens_panel(ctx, view.tokens, "related.tokens")
+elif any(tokens for _kind, tokens in view.tokens):
+    widgets.related_tokens_panel(ctx, [(kind, tokens) for kind, tokens in view.tokens if tokens], "related.tokens")
+else:
+    st.caption(_("They need the model (see above)."))
 widgets.page_end()

@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, suggest
 from core.types import ExcerptKind, ExplanationRecord, Rating, Suggestion
-from dashboard import charts, widgets
+from dashboard import onview, render, roles, svg, widgets
 from dashboard.i18n import N_, _, number, number_columns
 from dashboard.i18n import score as score_text
 from dashboard.render import EXCERPT_KINDS, RATINGS, HeatmapRow, named
@@ -28,6 +28,7 @@ people = ctx.notes_view(views.people, neuron)
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
 explained, suggestions = view.explained, people.suggestions
 current: ExplanationRecord | None = None
+made: Suggestion | None = None  # the on-view explanation, when the command line has not explained the neuron
 if explained:
     if len(explained) > 1:
         # labels made now, not in format_func (AppTest calls it after the run, outside the session's language)
@@ -46,6 +47,13 @@ if explained:
     cols[0].metric(_("Score: top and random"), score_text(current.score_all))
     cols[1].metric(_("Top excerpts only"), score_text(current.score_top))
     cols[2].metric(_("Random excerpts only"), score_text(current.score_random))
+elif (made := onview.on_view(ctx, neuron)) is not None:
+    onview.explanation_card(made)
+    cols = st.columns(3)
+    cols[0].metric(_("Score: top and random"), onview.score_text(made.score.score_all if made.score else None))
+    cols[1].metric(_("Top excerpts only"), onview.score_text(made.score.score_top if made.score else None))
+    cols[2].metric(_("Random excerpts only"), onview.score_text(made.score.score_random if made.score else None))
+    suggestions = ctx.notes_view(views.people, neuron).suggestions  # with the one kept now
 else:
     widgets.not_computed(_("An explanation and its scores"),
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
@@ -55,21 +63,54 @@ st.subheader(_("Real and simulated activations on the scoring excerpts"))
 sources: dict[str, ExplanationRecord | Suggestion] = {}
 if current is not None:
     sources[_("the explanation above ({simulator})", simulator=current.simulator)] = current
+elif made is not None and made.score is not None:
+    sources[_("the explanation above, made on view ({simulator})", simulator=made.score.simulator)] = made
 for s in suggestions:
-    if s.score is not None:
+    if s.score is not None and (made is None or s.suggestion_id != made.suggestion_id):
         sources[_("suggestion #{number} by {author} ({simulator}, {score}): {text}", number=s.suggestion_id,
                   author=s.author, simulator=s.score.simulator, score=score_text(s.score.score_all),
                   text=s.text[:60])] = s
 left, right = st.columns([3, 1])
 shown = left.selectbox(_("Simulation shown"), list(sources), key="scoring_source") if sources else None
-mode = right.radio(_("View"), [N_("side by side"), N_("overlaid")], horizontal=True, key="scoring_mode",
+mode = right.radio(_("View"), ["side by side", "overlaid"], horizontal=True, key="scoring_mode",
                    format_func={"side by side": _("side by side"), "overlaid": _("overlaid")}.__getitem__)
 source = sources.get(shown) if shown else None
 if isinstance(source, Suggestion) and source.score is not None:
-    simulated = ctx.notes_view(views.live_simulation, neuron, source.score.score_id)
+    score_id = source.score.score_id  # a live score never changes once kept: cached by its id
+    shown_key: tuple[object, ...] = ("live", score_id)
+    simulated = ctx.rendered("scoring.live_simulation", (neuron, score_id),
+                             lambda: views.live_simulation(ctx.reader, ctx.notes, neuron, score_id))
 else:
     explanation_id = source.explanation_id if isinstance(source, ExplanationRecord) else None
+    shown_key = ("stored", explanation_id)
     simulated = ctx.view(views.simulation, neuron, explanation_id)
+KIND_TITLES = {ExcerptKind.TOP: N_("Top scoring excerpts"), ExcerptKind.RANDOM: N_("Random scoring excerpts")}
+
+
+def scoring_heatmaps() -> str:
+    """The top and the random scoring excerpts, real and simulated (built once per simulation and view)."""
+    def label(item: views.SimulatedExcerpt) -> str:
+        excerpt = item.excerpt
+        values = {"kind": named(EXCERPT_KINDS, excerpt.kind), "rank": excerpt.rank + 1,
+                  "excerpt": excerpt.excerpt.excerpt_id, "max": number(max(excerpt.activations), ".3g")}
+        if item.predictions is None:
+            return _("{kind} #{rank} · excerpt {excerpt} · max {max}", **values)
+        return _("{kind} #{rank} · excerpt {excerpt} · max {max} · excerpt score {score}", **values,
+                 score=score_text(item.score))
+
+    return render.sections_html([(_(title), render.heatmap_html(
+        [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations, label(item), item.predictions)
+         for item in simulated.excerpts if item.excerpt.kind == kind],
+        positive_scale=positive, mode=mode if simulated.simulated else "real")) for kind, title in KIND_TITLES.items()])
+
+
+def excerpt_scores() -> str:
+    """Each scoring excerpt's own score."""
+    return render.table_html([_("excerpt"), _("kind"), _("score"), _("max activation")], [
+        [item.excerpt.excerpt.excerpt_id, named(EXCERPT_KINDS, item.excerpt.kind), score_text(item.score),
+         number(max(item.excerpt.activations), ".4g")] for item in simulated.excerpts])
+
+
 if not simulated.excerpts:
     st.caption(_("No scoring excerpts are stored for this neuron."))
 else:
@@ -77,32 +118,26 @@ else:
     widgets.heatmap_legend(positive, simulated=simulated.simulated and mode == "overlaid")
     if simulated.simulated and mode == "side by side":
         st.caption(_("Each excerpt: the real activations, then the simulated ones on the same 0-10 colour scale."))
-    for kind, title in ((ExcerptKind.TOP, _("Top scoring excerpts")),
-                        (ExcerptKind.RANDOM, _("Random scoring excerpts"))):
-        rows = [HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations,
-                           (_("{kind} #{rank} · excerpt {excerpt} · max {max} · excerpt score {score}")
-                            if item.predictions is not None else _("{kind} #{rank} · excerpt {excerpt} · max {max}"))
-                           .format(kind=named(EXCERPT_KINDS, kind), rank=item.excerpt.rank + 1,
-                                   excerpt=item.excerpt.excerpt.excerpt_id,
-                                   max=number(max(item.excerpt.activations), ".3g"), score=score_text(item.score)),
-                           item.predictions)
-                for item in simulated.excerpts if item.excerpt.kind == kind]
-        if rows:
-            st.markdown(f"**{title}**")
-            widgets.heatmap(rows, positive_scale=positive, mode=mode if simulated.simulated else "real")
+    widgets.html(ctx.rendered("scoring.heatmaps", (neuron, shown_key, mode), scoring_heatmaps))
     if simulated.simulated:
         chart, table = st.columns([3, 2])
-        chart.altair_chart(charts.scatter_chart(simulated), width="stretch")
-        table.dataframe(number_columns(charts.excerpt_scores_frame(simulated), score=2, **{"max activation": 3}),
-                    hide_index=True, width="stretch",
-                        column_config=charts.excerpt_score_headers())
+        with chart:
+            widgets.html(ctx.rendered("scoring.scatter", (neuron, shown_key), lambda: svg.scatter_svg(
+                simulated, x_title=_("real activation (0-10 of the neuron's max)"), y_title=_("simulated (0-10)"),
+                point_title=_("{token}: real {real}, simulated {simulated}"))))
+        with table:
+            widgets.html(ctx.rendered("scoring.excerpt_scores", (neuron, shown_key), excerpt_scores))
     else:
         st.caption(_("Simulated activations appear here once the neuron has a scored explanation or a suggestion."))
 
 # --- suggest a better explanation ------------------------------------------------------------------------------
 st.subheader(_("Suggest a better explanation"))
-st.caption(_("It is simulated and scored live with the **{simulator}** simulator (change it in the sidebar), on "
-             "the same scoring excerpts, and kept with your name.", simulator=ctx.live.spec))
+if roles.may_configure():
+    st.caption(_("It is simulated and scored live with the **{simulator}** simulator (change it in the sidebar), on "
+                 "the same scoring excerpts, and kept with your name.", simulator=render.plain(ctx.live.spec)))
+else:
+    st.caption(_("It is simulated and scored live with the **{simulator}** simulator, on the same scoring excerpts, "
+                 "and kept with your name.", simulator=render.plain(ctx.live.spec)))
 with st.form("suggest_form"):
     text = st.text_area(_("Your explanation"), key="suggest_text", max_chars=500,
                         placeholder=_("e.g. the word 'return' in Python code"))
@@ -111,7 +146,7 @@ with st.form("suggest_form"):
 if submitted:
     if not text.strip():
         st.error(_("Type an explanation first."))
-    else:
+    elif roles.live_allowed():
         try:
             st.session_state["suggest_result"] = (neuron, suggest(ctx.reader, ctx.notes, neuron, text.strip(),
                                                                   author.strip(), ctx.live, live_work))
@@ -133,19 +168,25 @@ if last and last[0] == neuron:
         st.markdown(_("**Yours**"))
         mine, score = result.suggestion, result.suggestion.score
         widgets.explanation_card(mine.text, _("by {author} · live score with {simulator}", author=mine.author,
-                                                 simulator=score.simulator if score else "-"),
+                                              simulator=score.simulator if score else "-")
+                                 + (f" · {onview.seen_note(score)}" if onview.seen_note(score) else ""),
                                  widgets.score_badge(score.score_all if score else None))
+        if onview.seen_note(score):
+            st.caption(_("You wrote it on this page, which shows the scoring excerpts, so its score is optimistic: "
+                         "it is kept as a suggestion and never picks the neuron's best explanation."))
 suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
     st.dataframe(number_columns(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
                                 "score": s.score.score_all if s.score else None,
                                 "top": s.score.score_top if s.score else None,
                                 "random": s.score.score_random if s.score else None,
-                                "simulator": s.score.simulator if s.score else "", "when (UTC)": s.created_at}
+                                "simulator": s.score.simulator if s.score else "",
+                                "scoring excerpts": onview.seen_note(s.score), "when (UTC)": s.created_at}
                                for s in suggestions]), score=2, top=2, random=2), hide_index=True, width="stretch",
                  column_config={"suggestion": _("suggestion"), "by": _("by"), "source": _("source"),
                                 "score": _("score"), "top": _("top"), "random": _("random"),
-                                "simulator": _("simulator"), "when (UTC)": _("when (UTC)")})
+                                "simulator": _("simulator"), "scoring excerpts": _("scoring excerpts"),
+                                "when (UTC)": _("when (UTC)")})
 
 # --- human review ------------------------------------------------------------------------------------------------
 st.subheader(_("Human review"))
@@ -172,8 +213,8 @@ ratings = ctx.notes_view(views.people, neuron).ratings  # a rating saved above i
 if ratings:
     st.dataframe(number_columns(pd.DataFrame([{"rating": named(RATINGS, r.rating.value),
                                                "explanation": r.explanation_text, "score": r.score, "note": r.note,
-                                               "by": r.author,
-                                               "when (UTC)": r.created_at} for r in ratings]), score=2),
+                                               "by": r.author, "when (UTC)": r.created_at} for r in ratings]),
+                                score=2),
                  hide_index=True, width="stretch",
                  column_config={"rating": _("rating"), "explanation": _("explanation"), "score": _("score"),
                                 "note": _("note"), "by": _("by"), "when (UTC)": _("when (UTC)")})

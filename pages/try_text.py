@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.live import LiveError, text_activations
 from core.types import NeuronId
-from dashboard import widgets
+from dashboard import imported, onview, render, roles, widgets
 from dashboard.i18n import _, number, number_columns
 from dashboard.render import HeatmapRow, display_token
 from dashboard.state import live_work, page_context
@@ -22,13 +22,17 @@ MAX_TOKENS = 256  # longest text (in tokens) one forward pass here reads (a comm
 ctx = page_context()
 neuron = ctx.neuron
 st.title(_("Neuron {neuron} — try your own text", neuron=neuron))
-st.caption(_("Runs the cache's model ({model}) on your text, up to layer {layer}.", model=ctx.info.model,
+if (missing := imported.missing_model(ctx)) is not None:
+    imported.needs_model(ctx, missing, _("the activations of your own text"), _("and reload this page."))
+    widgets.page_end()
+    st.stop()
+st.caption(_("Runs the cache's model ({model}) on your text, up to layer {layer}.", model=render.plain(ctx.info.model),
              layer=neuron.layer))
 with st.form("try_form"):
     text = st.text_area(_("Text"), key="try_text", height=120, max_chars=4000,
                         value="def add(a, b):\n    return a + b\n\nThe cat sat on the mat on Monday morning.")
     run = st.form_submit_button(_("Run the model"), type="primary")
-if run and text.strip():
+if run and text.strip() and roles.live_allowed():
     try:
         st.session_state["try_result"] = (neuron.layer, text_activations(ctx.info.model, neuron.layer, text,
                                                                          MAX_TOKENS, live_work))
@@ -42,6 +46,9 @@ if found is None or found[0] != neuron.layer:
     st.stop()
 layer, result = found
 tokens, acts = result.tokens, result.activations  # acts: float32 [tokens, neurons_per_layer] of this layer
+if result.cut:
+    st.info(_("Your text is longer than {limit} tokens: only its first {count} tokens were read. Shorten it, or try "
+              "the rest as a text of its own.", limit=MAX_TOKENS, count=len(tokens)))
 stats = ctx.view(views.stats, neuron)
 recorded_max = stats.max_activation if stats else 0.0
 column = acts[:, neuron.neuron]
@@ -60,12 +67,27 @@ position = st.selectbox(_("Token"), range(len(tokens)), index=int(np.argmax(colu
                         format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
 top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
 rows = ctx.view(views.neuron_rows, top)
+made = ctx.notes_view(views.on_view_explanations, top)  # those already made on view (none are made here)
+
+
+def explained(n: NeuronId) -> tuple[str, str]:
+    """A listed neuron's explanation and score as shown: the command line's, else one made on view (marked)."""
+    if n in rows and rows[n].explanation:
+        return rows[n].explanation or "", onview.score_text(rows[n].score)
+    if n in made:
+        live = made[n].score
+        return made[n].text + onview.ON_VIEW_MARK, onview.score_text(live.score_all if live else None)
+    return _("(not explained yet: open it to explain it)"), _("no score")
+
+
 st.dataframe(number_columns(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
-                            "explanation": rows[n].explanation if n in rows else None,
-                            "score": rows[n].score if n in rows else None} for n in top]), activation=3, score=2),
+                                           "explanation": explained(n)[0], "score": explained(n)[1]} for n in top]),
+                            activation=3),
              hide_index=True, width="stretch",
              column_config={"neuron": _("neuron"), "activation": _("activation"), "explanation": _("explanation"),
                             "score": _("score")})
+if any(n in made and not (n in rows and rows[n].explanation) for n in top):
+    st.caption(_(onview.ON_VIEW_LEGEND))
 for slot, other in zip(st.columns(5), top[:5], strict=True):
     with slot:
         widgets.neuron_button(other, key=f"try_go_{other.neuron}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -104,3 +105,111 @@ def test_corpus_with_nothing_usable(tmp_path, tiny_model_folder):
                      "--cache", str(tmp_path / "c.duckdb"))
     assert_one_line_error(result, "no usable text")
     assert not (tmp_path / "c.duckdb").exists()
+
+
+# --- bad input on a real cache: one line that says what to do, and nothing lost --------------------------------------
+
+LONG = "x" * 10_000
+BAD_ON_A_CACHE: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    # (arguments, with CACHE for the cache's path; fragments of the one error line)
+    (("show", "CACHE", "--neuron", "99:0"), ("out of range", "layers 0-1")),
+    (("show", "CACHE", "--neuron", "0:999"), ("out of range", "neurons 0-47")),
+    (("show", "CACHE", "--neuron=-1:3"), ("not a neuron", "LAYER:NEURON")),
+    (("show", "CACHE", "--neuron", "x:y"), ("not a neuron", "for example 3:42")),
+    (("explain", "CACHE", "--neurons", "0:10-5"), ("empty range", "0:5-10")),
+    (("explain", "CACHE", "--neurons", "5"), ("cannot read '5'", "LAYER:FIRST-LAST")),
+    (("explain", "CACHE", "--neurons", "7:0-3"), ("out of range", "layers 0-1")),
+    (("explain", "CACHE", "--neurons", "0:0", "--explainer", "nosuch"), ("unknown explainer", "use baseline")),
+    (("score", "CACHE", "--neurons", "0:1", "--explanation", "   "), ("explanation is empty", "write what")),
+    (("score", "CACHE", "--neurons", "0:1", "--explanation", LONG), ("10,000 characters", "shorten it")),
+    (("score", "CACHE", "--neurons", "0:1", "--explanation", "'a' 'b' 'c' 'd' 'e' 'f'"),
+     ("quotes 6 tokens", "name what they share")),
+    (("show", "NOT_DUCKDB", "--neuron", "0:0"), ("not a DuckDB file", "build it again")),
+    (("explain", "NOT_DUCKDB", "--neurons", "0:0"), ("not a DuckDB file", "build it again")),
+    (("show", "V1", "--neuron", "0:0"), ("schema version 1", "python -m core migrate")),
+]
+"""Bad input to the commands that read or write an existing cache (tests/conftest.py: tiny_cache, explained)."""
+
+
+@pytest.fixture(scope="module")
+def explained_tiny_cache(tiny_cache, tmp_path_factory) -> Path:
+    """The tiny cache with published results (two neurons explained), so a refused command has something to lose."""
+    from core.cli.main import main
+    from core.paths import copy_cache
+
+    path = tmp_path_factory.mktemp("bad-input") / "tiny.duckdb"
+    copy_cache(tiny_cache, path)
+    assert main(["explain", str(path), "--neurons", "0:0-1", "--quiet"]) == 0
+    return path
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_ON_A_CACHE, ids=[" ".join(a)[:40] for a, _ in BAD_ON_A_CACHE])
+def test_bad_input_on_a_cache_is_one_line_and_loses_nothing(args, fragments, explained_tiny_cache, tmp_path):
+    import tarfile
+
+    from core.paths import copy_cache
+
+    cache = tmp_path / "tiny.duckdb"
+    copy_cache(explained_tiny_cache, cache)
+    (tmp_path / "bogus.duckdb").write_bytes(b"not a database at all" * 100)
+    with tarfile.open(ROOT / "tests" / "data" / "v1-cache.tgz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    paths = {"CACHE": cache, "NOT_DUCKDB": tmp_path / "bogus.duckdb", "V1": tmp_path / "v1.duckdb"}
+    before = folder_digest(tmp_path)
+    result = run_cli(*(str(paths.get(a, a)) for a in args))
+    assert_one_line_error(result, *fragments)
+    assert folder_digest(tmp_path) == before  # nothing written, nothing removed, no working copy left behind
+
+
+def test_a_second_writer_of_the_same_cache_is_one_line_naming_the_first(explained_tiny_cache, tmp_path):
+    from core.paths import copy_cache
+    from core.store.publish import ResultsFiles, WriterLock
+
+    cache = tmp_path / "tiny.duckdb"
+    copy_cache(explained_tiny_cache, cache)
+    before = folder_digest(tmp_path)
+    held = WriterLock(ResultsFiles.of(cache), cache)  # as a running `explain` holds it
+    try:
+        result = run_cli("explain", str(cache), "--neurons", "0:2", "--quiet")
+    finally:
+        held.release()
+    assert_one_line_error(result, f"(process {os.getpid()}) is writing", "wait until it finishes")
+    assert folder_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        (b"", ("1 empty", "UTF-8")),
+        (bytes(range(256)) * 40, ("1 binary", "UTF-8")),
+        ("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, d\u00e9j\u00e0 vu. ".encode("latin-1") * 50, ("not UTF-8", "UTF-8")),
+    ],
+    ids=["empty", "binary", "latin-1"],
+)
+def test_a_corpus_file_without_usable_text_is_one_line(content, fragments, tiny_model_folder, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    result = run_cli("build", "--model", str(tiny_model_folder("gpt2")), "--corpus", str(corpus), "--tokens", "100",
+                     "--cache", str(tmp_path / "c.duckdb"))
+    assert_one_line_error(result, "no usable text", *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]  # no cache, no partial build
+
+
+def test_an_explanation_of_html_markdown_and_sql_is_stored_as_it_is(explained_tiny_cache, tmp_path):
+    """Not refused (it breaks no readability rule) and not interpreted: the text comes back byte for byte."""
+    from core.paths import copy_cache
+    from core.store import open_reader
+    from core.types import NeuronId
+
+    text = "<b>'x'</b> ![t](http://a.example/t.png) '); DROP TABLE scores; --"
+    cache = tmp_path / "tiny.duckdb"
+    copy_cache(explained_tiny_cache, cache)
+    result = run_cli("score", str(cache), "--neurons", "0:1", "--explanation", text)
+    assert result.returncode == 0, result.stderr
+    with open_reader(cache) as reader:
+        assert text in [r.text for r in reader.explanations(NeuronId(0, 1))]
+        assert reader.info().scores >= 3  # the scores table is still there, with the earlier runs' rows

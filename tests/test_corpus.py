@@ -359,7 +359,8 @@ def test_nothing_usable_names_what_was_skipped(tmp_path, tiny_tokenizer):
     (tmp_path / "c.txt").write_bytes(b"")
     with pytest.raises(CorpusError) as caught:
         build_corpus(str(tmp_path), tiny_tokenizer, max_tokens=1000, excerpt_len=L)
-    assert str(caught.value) == f"no usable text in {tmp_path}: 3 files skipped (2 binary, 1 empty)"
+    assert str(caught.value) == (f"no usable text in {tmp_path}: 3 files skipped (2 binary, 1 empty); give plain text "
+                                 "saved as UTF-8 (.txt, .md, .py ...)")
 
 
 def test_too_little_text_says_so(tmp_path, tiny_tokenizer):

@@ -181,6 +181,8 @@ def unmarked_in(path: Path) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         name, receiver = _call_name(node)
+        if name == "add_argument":
+            continue  # the command line's help (dashboard/serve.py) stays English
         arguments: list[ast.AST] = [k.value for k in node.keywords if k.arg in VISIBLE_KEYWORDS]
         if name in VISIBLE_CALLS and receiver not in NOT_A_READER:
             positions = VISIBLE_POSITIONS.get(name, (0,))

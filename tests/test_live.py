@@ -51,6 +51,30 @@ def test_a_suggestion_is_compared_with_the_best_explanation_by_the_same_simulato
     assert alone.current is None and alone.suggestion.author == "anonymous"
 
 
+def test_a_suggestion_counts_when_the_best_stored_explanation_predates_the_readability_rule(tiny_explained_cache,
+                                                                                           tmp_path):
+    from core.paths import copy_cache
+    from core.store import DashboardCache, open_results_writer
+    from core.types import ExplanationStatus, Scores
+
+    path, neuron = tmp_path / "old.duckdb", NeuronId(1, 7)
+    copy_cache(tiny_explained_cache, path)
+    table = "token 'cat' 9.1, 'mat' 8.7, " * 40  # what explainers wrote before the rule: a token table
+    with open_results_writer(path) as writer:
+        writer.add_explanation(neuron, text=table, explainer="baseline", model=None, prompt_version="old",
+                               simulator="baseline", status=ExplanationStatus.OK, calibration_score=0.9,
+                               scores=Scores(0.9, 0.9, None, 32))
+    opened = DashboardCache(path)
+    try:
+        with pytest.raises(LiveError, match="characters long"):  # the simulators refuse to read it
+            score_text(opened.reader, opened.notes, neuron, table, BASELINE)
+        made = suggest(opened.reader, opened.notes, neuron, "the word 'cat'", "Ada", BASELINE)
+        assert made.current is None and made.suggestion.score is not None
+        assert [s.text for s in opened.notes.suggestions(neuron)] == ["the word 'cat'"]
+    finally:
+        opened.close()
+
+
 def test_generating_keeps_a_scored_suggestion_from_the_explainer(cache):
     made = generate(cache.reader, cache.notes, NeuronId(1, 7), BASELINE)
     assert made.source == "baseline" and is_readable(made.text) and made.score is not None
@@ -77,3 +101,39 @@ def test_a_forward_pass_on_a_persons_text(tiny_model_folder, tmp_path):
     assert queue.labels == ["Running the model on your text"]
     with pytest.raises(LiveError, match=r"^Cannot run"):
         text_activations(str(tmp_path / "no-model"), 0, "x")
+
+
+def test_a_neuron_viewed_first_is_explained_once_by_the_offline_default_into_the_notes(cache):
+    from core.live import ON_VIEW_SOURCE, explain_on_view
+
+    queue, neuron = Queue(), NeuronId(1, 3)
+    made = explain_on_view(cache.reader, cache.notes, neuron, queue)
+    assert made is not None and made.source == ON_VIEW_SOURCE and is_readable(made.text)
+    assert made.score is not None and made.score.simulator == "baseline"
+    assert made.score.author_saw_score_excerpts is False  # the offline explainer reads only EXPLAIN excerpts
+    assert cache.notes.live_score_by_id(made.score.score_id).simulations  # kept for the scoring page
+    again = explain_on_view(cache.reader, cache.notes, neuron, queue)
+    assert again is not None and again.suggestion_id == made.suggestion_id and len(queue.labels) == 1
+    assert cache.notes.suggestions_from(ON_VIEW_SOURCE, [neuron, NeuronId(1, 4)]) == {neuron: again}
+    assert cache.reader.explanations(neuron) == []  # never in the results
+
+
+def test_only_a_persons_suggestion_is_kept_as_written_after_seeing_the_scoring_excerpts(cache):
+    made = suggest(cache.reader, cache.notes, NeuronId(0, 1), "the word 'mat'", "Ada", BASELINE)
+    assert made.suggestion.score is not None and made.suggestion.score.author_saw_score_excerpts
+    assert made.current is not None and not made.current.author_saw_score_excerpts  # the pipeline's explanation
+    generated = generate(cache.reader, cache.notes, NeuronId(1, 8), BASELINE)
+    assert generated.score is not None and not generated.score.author_saw_score_excerpts
+    # a seen score, however high, never picks the best explanation: that is the results' own
+    assert cache.reader.explanations(NeuronId(0, 1))[0].text == "cats and mats"
+
+
+def test_a_suggestion_on_a_neuron_explained_on_view_is_compared_with_that_explanation(cache):
+    from core.live import explain_on_view
+
+    neuron = NeuronId(1, 6)
+    shown = explain_on_view(cache.reader, cache.notes, neuron)
+    assert shown is not None and shown.score is not None
+    made = suggest(cache.reader, cache.notes, neuron, "the word 'cat'", "Ada", BASELINE)
+    assert made.current is not None and made.current.text == shown.text
+    assert made.current.score_id == shown.score.score_id  # the same simulator: scored once, on view

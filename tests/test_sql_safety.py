@@ -98,14 +98,18 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/schema.py", "create_tables", "columns"): "column definitions, a value of the TABLES constant",
     ("core/store/schema.py", "read_meta", "database"): "a database alias; every caller passes a constant",
     ("core/store/schema.py", "write_meta", "database"): "a database alias; every caller passes a constant",
-    ("core/store/migrate.py", "cache_version", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
-                                                                  "doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
                                                                   "doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(results_tmp)"): "ATTACH takes no bound parameters; "
                                                                          "sql_path doubles quotes",
     ("core/store/migrate.py", "migrate_cache", "sql_path(recording_tmp)"): "ATTACH takes no bound parameters; "
                                                                            "sql_path doubles quotes",
+    ("core/store/migrate.py", "_attach_old", "sql_path(path)"): "ATTACH takes no bound parameters; sql_path "
+                                                                "doubles quotes",
+    ("core/store/migrate.py", "_pack_recording", "sql_path(recording_tmp)"): "ATTACH takes no bound parameters; "
+                                                                             "sql_path doubles quotes",
+    ("core/store/migrate.py", "_copy_packed", "columns"): "column names joined from the _NEURON_EXCERPT_COLUMNS "
+                                                          "constant",
     ("core/store/migrate.py", "_copy_tables", "database"): "a database alias, a key of the TABLES constant",
     ("core/store/migrate.py", "_copy_tables", "name"): "a table name, a key of the TABLES constant",
     ("core/store/recording.py", "neuron_excerpts", "where"): "built by neuron_excerpt_filter from fixed clauses "
@@ -123,6 +127,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/related.py", "start_related", "name"): "a table name from a literal tuple",
     ("core/store/related.py", "insert_related_layer", "name"): "a table name from a literal tuple",
     ("core/store/notes.py", "_next_id", "table"): "a table name; every caller passes a literal",
+    ("core/store/notes.py", "count_rows", "table"): "a table name, checked against the keys of NOTES_TABLES first",
     ("core/store/notes.py", "_next_id", "column"): "a column name; every caller passes a literal",
     ("core/store/responses.py", "get", "self._database"): "'results' or 'notes', checked in ResponseCache.__init__",
     ("core/store/responses.py", "put", "self._database"): "'results' or 'notes', checked in ResponseCache.__init__",

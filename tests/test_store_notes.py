@@ -92,6 +92,22 @@ def test_suggestions_list_best_score_first_with_author(cache):
     assert notes.suggestions(NeuronId(0, 0)) == []
 
 
+def test_suggestions_from_one_source_are_found_for_many_neurons_latest_first(cache):
+    notes, a, b = cache.notes, NeuronId(1, 5), NeuronId(0, 3)
+    seen = notes.add_live_score(a, "old", "baseline", Scores(0.2, 0.2, 0.2, 5), [], author_saw_score_excerpts=False)
+    notes.add_suggestion(a, "old", "x", source="on view", score_id=seen.score_id)
+    newer = notes.add_suggestion(a, "new", "x", source="on view")
+    notes.add_suggestion(b, "a person's", "Ada")
+    found = notes.suggestions_from("on view", [a, b, NeuronId(0, 9)])
+    assert list(found) == [a] and found[a] == newer and found[a].score is None
+    live = notes.add_live_score(b, "scored", "baseline", Scores(0.2, 0.2, 0.2, 5), [], author_saw_score_excerpts=False)
+    scored = notes.add_suggestion(b, "scored", "x", source="on view", score_id=live.score_id)
+    found = notes.suggestions_from("on view", [a, b])
+    assert found[b] == scored and found[b].score is not None and found[b].score.score_all == 0.2
+    assert found[b].score.author_saw_score_excerpts is False and notes.suggestions_from("on view", []) == {}
+    assert notes.suggestions_from("person", [b])[b].author == "Ada"
+
+
 def test_ratings_are_stored_and_disagreements_found(cache):
     notes = cache.notes
     a, b, c = NeuronId(0, 1), NeuronId(0, 2), NeuronId(1, 5)

@@ -66,7 +66,8 @@ def parse_neurons(text: str) -> list[NeuronId]:
             raise CliError(f"--neurons: cannot read {item!r}; write LAYER:NEURON or LAYER:FIRST-LAST, "
                            "comma-separated, e.g. 0:0-99,5:17") from None
         if last < first:
-            raise CliError(f"--neurons: {item!r} is an empty range")
+            raise CliError(f"--neurons: {item!r} is an empty range; write the smaller neuron first, e.g. "
+                           f"{layer_text.strip()}:{last}-{first}")
         found += [NeuronId(int(layer_text), n) for n in range(first, last + 1)]
     if not found:
         raise CliError("--neurons names no neuron; e.g. --neurons 0:0-99,5:17")
@@ -85,7 +86,7 @@ def parse_layers(text: str) -> list[int]:
         except ValueError:
             raise CliError(f"--layers: cannot read {item!r}; write e.g. 0-29 or 0,5,10-12") from None
         if last < first:
-            raise CliError(f"--layers: {item!r} is an empty range")
+            raise CliError(f"--layers: {item!r} is an empty range; write the smaller layer first, e.g. {last}-{first}")
         layers.update(range(first, last + 1))
     if not layers:
         raise CliError("--layers names no layer; e.g. --layers 0-29")

@@ -149,26 +149,28 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SPREAD = 290
-"""Neurons explained over layers 1-29 besides all of layer 0 (10 per layer)."""
-
-
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="build the demo cache: record the default model over stdlib, related tables, "
-                       "and offline explanations of all of layer 0 plus a spread over the other layers")
+    from core.fill import DEMO_SPREAD, FIRST_PAGE_NEURONS
+
+    p = sub.add_parser("demo", help="build the demo cache: record the default model over stdlib, explain and score "
+                       f"the first page ({FIRST_PAGE_NEURONS}), then fill in the rest (offline explanations of a "
+                       "spread over the other layers, related tables, the rest of layer 0)")
     p.add_argument("--cache", type=Path, default=Path(CACHE_DIR_NAME) / DEMO_CACHE_NAME)
     p.add_argument("--model", default="smollm2-135m", help="as for build (default: the built-in model)")
     p.add_argument("--corpus", default="stdlib", help="as for build (default: the built-in stdlib corpus)")
     p.add_argument("--tokens", type=int_range("--tokens", 64, 2_000_000_000), default=100_000)
     p.add_argument("--spread", type=int_range("--spread", 0, 1_000_000), default=DEMO_SPREAD,
                    help=f"neurons explained over the layers after 0 (default {DEMO_SPREAD})")
+    p.add_argument("--background", action="store_true", help="after the first page, fill in the rest in a process "
+                   "of its own (`python -m core fill`, log in NAME.fill.log) and return at once; the dashboard "
+                   "shows its progress")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Each step is the same code as its own command and skips what is already done, so a rerun resumes."""
-    from core.store import open_reader
+    from core.fill import FIRST_PAGE_NEURONS, first_page_explained, log_path, needs_fill, read_fill, start_fill
 
     quiet = ["--quiet"] if args.quiet else []
     cache = str(args.cache)
@@ -178,19 +180,70 @@ def run_demo(args: argparse.Namespace) -> int:
         parsed = args.parse(argv)  # the whole command line's parser (set by core.cli.main)
         return int(parsed.run(parsed))
 
-    for title, argv in (
-        ("1/4 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus", args.corpus,
-                                     "--tokens", str(args.tokens), *quiet]),
-        ("2/4 related tokens and neurons", ["related", cache, *quiet]),
-        ("3/4 explain layer 0", ["explain", cache, "--layers", "0", *quiet]),
-    ):
-        if code := step(title, argv):
-            return code
-    with open_reader(args.cache) as reader:
-        layers = reader.info().layers
-    if args.spread and layers > 1:
-        argv = ["explain", cache, "--layers", f"1-{layers - 1}", "--sample", str(args.spread), *quiet]
-        if code := step("4/4 explain a spread over the other layers", argv):
-            return code
-    print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
+    if code := step("1/3 record every neuron", ["build", "--cache", cache, "--model", args.model, "--corpus",
+                                                args.corpus, "--tokens", str(args.tokens), *quiet]):
+        return code
+    # checked read-only first, so running `make app` again beside an open dashboard does not need its results file
+    if not first_page_explained(args.cache) and (code := step(
+            f"2/3 explain and score the first page ({FIRST_PAGE_NEURONS})",
+            ["explain", cache, "--neurons", FIRST_PAGE_NEURONS, *quiet])):
+        return code
+    if not needs_fill(args.cache):
+        print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
+        return 0
+    if args.background:
+        running = read_fill(args.cache)
+        if running is not None and running.running:
+            print(f"== 3/3 the rest of the demo is already filling in (process {running.pid}); the dashboard shows "
+                  "its progress", file=sys.stderr)
+            return 0
+        pid = start_fill(args.cache, spread=args.spread)
+        print(f"== 3/3 the rest of the demo fills in in the background (process {pid}, log {log_path(args.cache)}); "
+              "the dashboard shows its progress", file=sys.stderr)
+        return 0
+    print("== 3/3 fill in the rest: explanations over the other layers, related tables, the rest of layer 0",
+          file=sys.stderr)
+    code = run_fill_command(args.cache, args.spread, args.quiet)
+    if code == 0:
+        print(f"demo cache ready: {cache} (open it with `streamlit run app.py`)")
+    return code
+
+
+def add_fill(sub: argparse._SubParsersAction) -> None:
+    from core.fill import DEMO_SPREAD
+
+    p = sub.add_parser("fill", help="compute the rest of a demo cache after its first page (what `make app` runs in "
+                       "the background), publishing as it goes; progress in NAME.fill.json")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--spread", type=int_range("--spread", 0, 1_000_000), default=DEMO_SPREAD,
+                   help=f"neurons explained over the layers after 0 (default {DEMO_SPREAD})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=lambda args: run_fill_command(args.cache, args.spread, args.quiet, nice=True))
+
+
+def run_fill_command(cache: Path, spread: int, quiet: bool, *, nice: bool = False) -> int:
+    """Run the fill with a progress bar; `nice`: below the dashboard's priority (the background process)."""
+    import os
+
+    from tqdm import tqdm
+
+    from core.fill import FILL_NICENESS, FillProgress, run_fill
+
+    if not cache.exists():
+        raise CliError(f"no cache at {cache}; `python -m core demo --cache {cache}` builds it")
+    if nice:
+        os.nice(FILL_NICENESS)
+    bars: list[tqdm] = []  # opened at the first progress, so a fill that cannot start prints only its error
+
+    def show(progress: FillProgress) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, disable=quiet, desc="fill", bar_format="{l_bar}{bar}| {n:.0f}%"))
+        bars[0].update(round(progress.fraction * 100) - bars[0].n)
+
+    try:
+        done = run_fill(cache, spread=spread, on_progress=show)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"demo filled in: {cache} ({done.publications} publications)")
     return 0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from core.cli.args import CliError
-from core.cli.cache import add_build, add_demo, add_info, add_migrate
+from core.cli.cache import add_build, add_demo, add_fill, add_info, add_migrate
 from core.cli.interop import add_export, add_import_openai
 from core.cli.pipeline import add_explain, add_related, add_score, add_show
 
@@ -16,8 +16,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_build, add_info, add_related, add_explain, add_score, add_show, add_demo, add_migrate, add_import_openai,
-    add_export,
+    add_build, add_info, add_related, add_explain, add_score, add_show, add_demo, add_fill, add_migrate,
+    add_import_openai, add_export,
 ]
 
 
@@ -38,6 +38,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Every exception type whose message is meant for the user."""
     from core.backends import BackendSpecError
     from core.corpus import CorpusError
+    from core.fill import FillError
     from core.interop import InteropError
     from core.llm import LLMError
     from core.models import ModelError
@@ -49,7 +50,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
     return (
         CliError, ModelError, CorpusError, RecordError, RelatedError, StoreError, LLMError, BackendSpecError,
-        ScoreError, SimulationError, SimulatorSpecError, InteropError, ValueError, FileNotFoundError,
+        ScoreError, SimulationError, SimulatorSpecError, InteropError, FillError, ValueError, FileNotFoundError,
     )
 
 

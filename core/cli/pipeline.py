@@ -22,6 +22,7 @@ from core.cli.args import (
     sample_neurons,
 )
 from core.cli.interop import add_imported_option, run_score_imported
+from core.killpoints import kill_point
 from core.score import format_score
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def run_score(args: argparse.Namespace) -> int:
         for neuron in neurons:
             scored = score_explanation(writer, neuron, text, made.simulator, calibrate=True)
             save_human_explanation(writer, scored, made.simulator.prompt_version)
+            kill_point("score.stored")  # tests/test_kill.py
             per = " ".join(format_score(e.score) for e in scored.excerpts)
             s = scored.scores
             print(f"{neuron!s:>8} {format_score(s.all):>9} {format_score(s.top):>9} {format_score(s.random):>9}  "

@@ -14,9 +14,12 @@ from core.store.cache import (
     CacheInfo,
     CacheReader,
     DashboardCache,
+    NotesError,
     ResultsWriter,
     open_reader,
     open_results_writer,
+    set_notes_aside,
+    signatures,
 )
 from core.store.database import StoreError
 from core.store.migrate import OldLayoutError, cache_version, migrate_cache
@@ -32,6 +35,7 @@ __all__ = [
     "CacheInfo",
     "CacheReader",
     "DashboardCache",
+    "NotesError",
     "NotesQueries",
     "NotesStore",
     "OldLayoutError",
@@ -45,4 +49,6 @@ __all__ = [
     "neuron_table_filter",
     "open_reader",
     "open_results_writer",
+    "set_notes_aside",
+    "signatures",
 ]

@@ -10,7 +10,7 @@ one lock, so sessions and worker threads can share a Database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -29,7 +29,18 @@ def lock_message(path: Path, error: Exception) -> str:
     if "lock" in str(error).lower():
         return (f"{path} is in use by another process (a dashboard or another command); stop it, or work on a copy "
                 "of the cache")
-    return f"cannot open {path}: {' '.join(str(error).split())}"
+    return (f"cannot open {path} ({' '.join(str(error).split())}): it is damaged or not a DuckDB file; choose the "
+            "right file, restore it from a copy, or build it again")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Around the first reads of a file just attached: DuckDB reads blocks lazily, so a file cut short or
+    overwritten fails here, not at ATTACH; that becomes the StoreError of a file that cannot be opened."""
+    try:
+        yield
+    except duckdb.Error as error:
+        raise StoreError(lock_message(path, error)) from error
 
 
 def sql_path(path: Path) -> str:
@@ -47,6 +58,8 @@ class Database:
         self._write_lock = threading.Lock()
         self.files: dict[str, Path | None] = {}
         """Attached name -> its file, or None for an empty stand-in."""
+        self.after_commit: Callable[[], None] | None = None
+        """Called after each committed transaction, outside the write lock (the results writer publishes there)."""
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one call (threads must not share one)."""
@@ -87,6 +100,14 @@ class Database:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+        if self.after_commit is not None:
+            self.after_commit()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor while no transaction can start (to checkpoint a file and copy it with nothing in between)."""
+        with self._write_lock:
+            yield self.cursor()
 
     def checkpoint(self, name: str) -> None:
         """Write `name`'s changes into its file (so a copy or a rename carries them)."""

@@ -139,7 +139,8 @@ class ExplanationWrites(Queries):
         """Store one explain run of a neuron, its scores and every simulated token, in one transaction.
 
         Earlier FAILED runs of the same (neuron, explainer, simulator) are deleted: this run replaces them. A
-        human explanation (explainer "human") replaces an earlier one with the same text. Returns the new id.
+        human explanation (explainer "human") replaces an earlier one with the same text. The run takes the id of
+        the one it replaces (else the next id); returns it.
         """
         with self._db.transaction() as cur:
             stale = (
@@ -147,9 +148,12 @@ class ExplanationWrites(Queries):
                 "AND simulator = ? AND (status = ? OR (explainer = 'human' AND text = ?))"
             )
             params = [neuron.layer, neuron.neuron, explainer, simulator, str(ExplanationStatus.FAILED), text]
+            # the run takes the id of the one it replaces: a rerun (a killed `score` run again) stores what an
+            # uninterrupted run stores, and a link to the explanation still finds it
+            row = cur.execute(f"SELECT coalesce(min(explanation_id), (SELECT coalesce(max(explanation_id), 0) + 1 "
+                              f"FROM {RESULTS}.explanations)) FROM ({stale})", params).fetchone()
             for table in ("simulations", "scores", "explanations"):  # explanations last: the others select through it
                 cur.execute(f"DELETE FROM {RESULTS}.{table} WHERE explanation_id IN ({stale})", params)
-            row = cur.execute(f"SELECT coalesce(max(explanation_id), 0) + 1 FROM {RESULTS}.explanations").fetchone()
             explanation_id = int(row[0]) if row else 1
             cur.execute(
                 f"INSERT INTO {RESULTS}.explanations "

@@ -8,7 +8,8 @@
 - A version-2 recording (FLOAT[] activations) reads as it is; `python -m core migrate CACHE` rewrites it with the
   activations packed (core/packing.py), as PATH.tmp renamed into place, with the same build id, so its results stay
   its results. Nothing does this on its own: it rewrites the whole recording (minutes for the default model).
-- Older notes files are upgraded in place by their only writer (the dashboard, or `migrate`).
+- Older notes files are upgraded in place by their only writer (the dashboard, or `migrate`): later columns are
+  added and missing tables (the classroom's) created.
 """
 
 from __future__ import annotations
@@ -63,15 +64,20 @@ def cache_version(path: Path) -> int:
     """The schema version of the recording file at `path` (StoreError when it is not a cache)."""
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
-        except duckdb.Error as error:
-            raise StoreError(lock_message(path, error)) from error
+        _attach_old(con, path)
         if not has_table(con, _OLD, "meta"):
             raise StoreError(f"{path} is not a Neuron Atlas cache (no meta table)")
         return read_version(con, _OLD)
     finally:
         con.close()
+
+
+def _attach_old(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the cache to migrate read-only as _OLD; a lock held by another process is one clear StoreError."""
+    try:
+        con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
+    except duckdb.Error as error:
+        raise StoreError(lock_message(path, error)) from error
 
 
 def migrate_cache(path: Path) -> bool:
@@ -122,10 +128,7 @@ def _pack_recording(path: Path) -> None:
     Path(str(recording_tmp) + ".wal").unlink(missing_ok=True)
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"ATTACH '{sql_path(path)}' AS {_OLD} (READ_ONLY)")
-        except duckdb.Error as error:
-            raise StoreError(lock_message(path, error)) from error
+        _attach_old(con, path)
         old_meta = read_meta(con, _OLD)
         con.execute(f"ATTACH '{sql_path(recording_tmp)}' AS {RECORDING}")
         exact = "imported" in old_meta  # an import keeps published values exactly, as a new import does

@@ -12,8 +12,19 @@ import duckdb
 from core.store.database import Database, Queries
 from core.store.explanations import finite
 from core.store.responses import ResponseCache
-from core.store.schema import NOTES
-from core.types import Disagreement, HumanRating, LiveScore, LiveSimulation, NeuronId, Rating, Scores, Suggestion
+from core.store.schema import NOTES, NOTES_TABLES
+from core.types import (
+    BoardSettings,
+    ClassShare,
+    Disagreement,
+    HumanRating,
+    LiveScore,
+    LiveSimulation,
+    NeuronId,
+    Rating,
+    Scores,
+    Suggestion,
+)
 
 _STAMP = "strftime(created_at, '%Y-%m-%d %H:%M:%S')"
 
@@ -69,6 +80,27 @@ class NotesQueries(Queries):
             for r in rows
         ]
 
+    def suggestions_from(self, source: str, neurons: Sequence[NeuronId]) -> dict[NeuronId, Suggestion]:
+        """The latest suggestion from `source` (e.g. the offline default run when a neuron is first viewed) of each
+        of these neurons that has one, with its live score."""
+        if not neurons:
+            return {}
+        rows = self._db.cursor().execute(
+            "SELECT s.suggestion_id, s.layer, s.neuron, s.text, s.author, s.source, "
+            "strftime(s.created_at, '%Y-%m-%d %H:%M:%S'), "
+            "l.score_id, l.simulator, l.score_all, l.score_top, l.score_random, l.author_saw_score_excerpts "
+            f"FROM {NOTES}.suggestions s JOIN (SELECT unnest(?) AS layer, unnest(?) AS neuron) w USING (layer, neuron) "
+            f"LEFT JOIN {NOTES}.live_scores l USING (score_id) WHERE s.source = ? ORDER BY s.suggestion_id",
+            [[n.layer for n in neurons], [n.neuron for n in neurons], source],
+        ).fetchall()
+        found: dict[NeuronId, Suggestion] = {}
+        for r in rows:  # later ids overwrite earlier ones: the latest is kept
+            neuron = NeuronId(int(r[1]), int(r[2]))
+            score = None if r[7] is None else LiveScore(int(r[7]), neuron, r[3], r[8], r[9], r[10], r[11], (),
+                                                        r[12] is not False)
+            found[neuron] = Suggestion(int(r[0]), neuron, r[3], r[4], r[5], r[6], score)
+        return found
+
     def ratings(self, neuron: NeuronId) -> list[HumanRating]:
         """A neuron's ratings, newest first."""
         rows = self._db.cursor().execute(
@@ -94,6 +126,45 @@ class NotesQueries(Queries):
         return [Disagreement(NeuronId(int(r[0]), int(r[1])), r[2], float(r[3]), int(r[4]), int(r[5]), int(r[6]))
                 for r in rows]
 
+    # --- the classroom (core/classroom.py) ---------------------------------------------------------------------
+
+    def class_share(self) -> ClassShare | None:
+        """The teacher's latest "show this neuron to the class" (None before the first)."""
+        row = self._db.cursor().execute(
+            f"SELECT share_id, layer, neuron, page, {_STAMP} FROM {NOTES}.class_shares "
+            "ORDER BY share_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else ClassShare(int(row[0]), NeuronId(int(row[1]), int(row[2])), row[3], row[4])
+
+    def board_settings(self, neuron: NeuronId) -> BoardSettings:
+        """What the teacher set for the neuron's class board (an open, uncleared board when nothing was set)."""
+        row = self._db.cursor().execute(
+            f"SELECT open, pinned_suggestion, cleared_suggestions, cleared_ratings FROM {NOTES}.class_boards "
+            "WHERE layer = ? AND neuron = ?",
+            [neuron.layer, neuron.neuron],
+        ).fetchone()
+        if row is None:
+            return BoardSettings(neuron)
+        return BoardSettings(neuron, bool(row[0]), None if row[1] is None else int(row[1]), int(row[2]), int(row[3]))
+
+    def rating_counts(self, neuron: NeuronId, after: int = 0) -> dict[str, tuple[int, int, int]]:
+        """The neuron's ratings with an id above `after`, counted per rated explanation (its explanation_ref):
+        (right, partly, wrong)."""
+        rows = self._db.cursor().execute(
+            "SELECT explanation_ref, count(*) FILTER (rating = 'right'), count(*) FILTER (rating = 'partly'), "
+            f"count(*) FILTER (rating = 'wrong') FROM {NOTES}.ratings "
+            "WHERE layer = ? AND neuron = ? AND rating_id > ? GROUP BY explanation_ref",
+            [neuron.layer, neuron.neuron, after],
+        ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def count_rows(self, table: str) -> int:
+        """Rows of a notes table (suggestions, ratings, live_scores, ...): for counting what a class wrote."""
+        if table not in NOTES_TABLES:
+            raise ValueError(f"unknown notes table {table!r}")
+        row = self._db.cursor().execute(f"SELECT count(*) FROM {NOTES}.{table}").fetchone()
+        return int(row[0]) if row else 0
+
 
 class NotesStore(NotesQueries):
     """Reads and writes of the notes: the dashboard's one write surface."""
@@ -102,6 +173,9 @@ class NotesStore(NotesQueries):
         super().__init__(db)
         self.version = 0
         """Counts the writes made through this object: a cache key for views that read the notes."""
+        self.class_version = 0
+        """Counts the writes of the classroom's state (shares and boards): what students' pages poll, an int read
+        without a query (this process is the notes' only writer, so no write can happen behind its back)."""
         self.responses = ResponseCache(db, NOTES)
         """The dashboard's LLM answers (core/llm.py)."""
 
@@ -173,6 +247,46 @@ class NotesStore(NotesQueries):
         self.version += 1
         return HumanRating(rating_id, neuron, explanation_text, explanation_ref, finite(score), rating, note, author,
                            row[0] if row else "")
+
+    def share(self, neuron: NeuronId, page: str) -> ClassShare:
+        """The teacher shows `neuron` on `page` to the class."""
+        with self._db.transaction() as cur:
+            share_id = _next_id(cur, "class_shares", "share_id")
+            row = cur.execute(
+                f"INSERT INTO {NOTES}.class_shares VALUES (?, ?, ?, ?, (now() AT TIME ZONE 'UTC')) RETURNING {_STAMP}",
+                [share_id, neuron.layer, neuron.neuron, page],
+            ).fetchone()
+        self._class_changed()
+        return ClassShare(share_id, neuron, page, row[0] if row else "")
+
+    def set_board(
+        self,
+        neuron: NeuronId,
+        *,
+        open: bool | None = None,
+        pin: int | None = None,
+        unpin: bool = False,
+        clear: bool = False,
+    ) -> BoardSettings:
+        """Change the neuron's class board: open or close it, pin a suggestion (or unpin), or clear it (everything
+        suggested and rated for it so far is hidden from the board, and stays in the notes)."""
+        current = self.board_settings(neuron)
+        pinned = None if unpin or clear else (pin if pin is not None else current.pinned_suggestion)
+        with self._db.transaction() as cur:
+            cleared = (current.cleared_suggestions, current.cleared_ratings)
+            if clear:
+                cleared = (_next_id(cur, "suggestions", "suggestion_id") - 1, _next_id(cur, "ratings", "rating_id") - 1)
+            settings = BoardSettings(neuron, current.open if open is None else bool(open), pinned, *cleared)
+            cur.execute(
+                f"INSERT OR REPLACE INTO {NOTES}.class_boards VALUES (?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
+                [neuron.layer, neuron.neuron, settings.open, settings.pinned_suggestion, *cleared],
+            )
+        self._class_changed()
+        return settings
+
+    def _class_changed(self) -> None:
+        self.version += 1
+        self.class_version += 1
 
 
 def _next_id(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> int:

@@ -81,6 +81,6 @@ class RelatedWrites(Queries):
             cur.execute(f"INSERT INTO {RESULTS}.related_layers VALUES (?, current_timestamp)", [layer])
 
     def finish_related(self, settings: dict[str, Any]) -> None:
-        """Mark the related tables complete for these settings and write them to disk."""
-        write_meta(self._db.cursor(), RESULTS, {"related": {"settings": settings, "finished": True}})
-        self._db.checkpoint(RESULTS)
+        """Mark the related tables complete for these settings."""
+        with self._db.transaction() as cur:
+            write_meta(cur, RESULTS, {"related": {"settings": settings, "finished": True}})

@@ -12,8 +12,8 @@ Every file has a `meta` table (key -> JSON value) holding `schema_version`. Vers
 3. The recording's `neuron_excerpts.activations` is one BLOB per row, packed by core/packing.py (12 bits per
    activation; meta `activation_encoding` says how), where version 2 stored FLOAT[]. A version-2 recording still
    reads as it is (core.packing.decode takes both); `migrate` packs it, keeping its build id and so its results.
-   Results files are unchanged; notes files gained `live_scores.author_saw_score_excerpts`, which their writer adds
-   to an older file.
+   Results files are unchanged; notes files gained `live_scores.author_saw_score_excerpts` and the classroom's
+   tables class_shares and class_boards, which their writer adds to an older file (migrate.upgrade_notes).
 """
 
 from __future__ import annotations
@@ -204,6 +204,25 @@ NOTES_TABLES: dict[str, str] = {
         note VARCHAR NOT NULL,
         author VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL""",
+    # the classroom (core/classroom.py): every "show this neuron to the class" of the teacher, the latest one being
+    # where the class is; kept, so the class's path through the cache can be read afterwards
+    "class_shares": """
+        share_id BIGINT PRIMARY KEY,
+        layer SMALLINT NOT NULL,
+        neuron INTEGER NOT NULL,
+        page VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL""",
+    # a neuron's class board: open to submissions or closed, the pinned suggestion, and what the teacher cleared
+    # (suggestions and ratings up to these ids are hidden from the board, never deleted)
+    "class_boards": """
+        layer SMALLINT NOT NULL,
+        neuron INTEGER NOT NULL,
+        open BOOLEAN NOT NULL,
+        pinned_suggestion BIGINT,
+        cleared_suggestions BIGINT NOT NULL,
+        cleared_ratings BIGINT NOT NULL,
+        updated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (layer, neuron)""",
 }
 """NAME.notes.duckdb: written only by the dashboard through NotesStore."""
 

@@ -90,7 +90,7 @@ def test_real_and_simulated_heatmaps_and_a_live_suggestion(dashboard, dashboard_
     wait_ready(page)
     card = page.locator(".na-card", has_text="the word 'return' and numbers").first
     card.wait_for(timeout=60_000)
-    assert re.search(r"score (-?\d\.\d\d|undefined)", card.inner_text())
+    assert re.search(r"score -?\d\.\d\d|no score", card.inner_text())
     assert "by Ada" in card.inner_text() and "live score with baseline" in card.inner_text()
     shoot(page, artifacts, "scoring", 3200)
 
@@ -123,7 +123,8 @@ def test_untrusted_text_is_shown_as_text_and_never_runs(unsafe_dashboard, page, 
     assert page.locator(".na-heatmap img, .na-heatmap script, img[src='x']").count() == 0
     shoot(page, artifacts, "unsafe-insights")
 
-    payload = "<img src=x onerror=alert(1)> fires on <b>bold</b>"
+    # no "(1)": a number in brackets reads as an activation level and the readability rule refuses it
+    payload = "<img src=x onerror=alert(document.domain)> fires on <b>bold</b>"
     open_page(page, f"{unsafe_dashboard.url}/scoring?layer=0&neuron=0")
     page.get_by_label("Your explanation").fill(payload)
     page.get_by_label("Your name").first.fill("<script>alert(3)</script>")

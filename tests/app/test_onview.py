@@ -1,0 +1,126 @@
+"""Every neuron on screen has an explanation (issue 8, dashboard part): explanations made on first view by the
+offline default, the evidence table beside an explanation, related lists, and the mark beside a live score whose
+author saw the scoring excerpts; AppTest on the small real cache of the default model (layer 0:0-7 explained by the
+command line, related tables of layers 0-1)."""
+
+from __future__ import annotations
+
+import html
+
+from test_pages import no_errors, opened, texts
+
+from core.live import ON_VIEW_SOURCE, explain_on_view
+from core.score import is_readable
+from core.types import NeuronId
+from dashboard.onview import ON_VIEW_NOTE, SEEN_MARK
+
+UNDEFINED = ("undefined", "nan", "NaN", "None")
+
+
+def test_a_neuron_without_an_explanation_gets_one_on_first_view_kept_and_marked(app, app_cache):
+    neuron = NeuronId(3, 42)
+    assert opened(app_cache).reader.explanations(neuron) == []  # the command line never explained it
+    at = app(layer=3, neuron=42).run()
+    at.switch_page("pages/insights.py").run()
+    no_errors(at)
+    notes = opened(app_cache).notes
+    kept = notes.suggestions_from(ON_VIEW_SOURCE, [neuron])[neuron]
+    assert is_readable(kept.text) and kept.score is not None and kept.score.simulator == "baseline"
+    card = next(h.value for h in at.get("html") if html.escape(kept.text, quote=True) in h.value)
+    assert html.escape(ON_VIEW_NOTE, quote=True) in card  # marked as the offline default's, made on view
+    # viewed again (another session, another page): the same one, not made twice
+    again = app(layer=3, neuron=42).run()
+    again.switch_page("pages/scoring.py").run()
+    no_errors(again)
+    assert [s.suggestion_id for s in notes.suggestions(neuron) if s.source == ON_VIEW_SOURCE] == [kept.suggestion_id]
+    assert html.escape(kept.text, quote=True) in texts(again)
+    metrics = {m.label: m.value for m in again.metric}
+    assert metrics["Score: top and random"] not in UNDEFINED
+    assert "made on view" in again.selectbox(key="scoring_source").value  # its simulation is shown
+    heatmaps = "".join(h.value for h in again.get("html") if "na-heatmap" in h.value)
+    assert "simulated" in heatmaps
+
+
+def test_a_neuron_the_command_line_explained_gets_none_on_view(app, app_cache):
+    at = app(layer=0, neuron=1).run()
+    at.switch_page("pages/insights.py").run()
+    no_errors(at)
+    assert opened(app_cache).notes.suggestions_from(ON_VIEW_SOURCE, [NeuronId(0, 1)]) == {}
+    assert html.escape(ON_VIEW_NOTE, quote=True) not in texts(at)
+
+
+def test_the_tokens_it_fires_on_most_are_shown_as_evidence_beside_the_explanation(app, app_cache):
+    from core.offline.evidence import token_evidence
+
+    at = app(layer=0, neuron=0).run()
+    at.switch_page("pages/insights.py").run()
+    no_errors(at)
+    assert "Tokens it fires on most" in texts(at)
+    table = next(d.value for d in at.dataframe if "mean level (0-10)" in d.value.columns)
+    expected = token_evidence(opened(app_cache).reader, NeuronId(0, 0))
+    assert 0 < len(table) == len(expected) <= 10
+    assert list(table["count"]) == [s.count for s in expected]
+    assert all(0 < level <= 10 for level in table["mean level (0-10)"])
+    explanation = opened(app_cache).reader.explanations(NeuronId(0, 0))[0].text
+    assert explanation not in set(table["token"])  # evidence beside the explanation, never the explanation
+
+
+def test_related_lists_show_explanations_made_on_view_and_no_score_where_there_is_none(app, app_cache):
+    at = app(layer=1, neuron=9).run()
+    at.switch_page("pages/related.py").run()
+    no_errors(at)
+    reader, notes = opened(app_cache).reader, opened(app_cache).notes
+    listed = {r.neuron for kind in ("upstream_positive", "downstream_positive", "correlated")
+              for r in reader.related_neurons(NeuronId(1, 9), kind, 5)}
+    unexplained = {n for n in listed if not any(e.text for e in reader.explanations(n))}
+    assert unexplained  # the fixture explains only 0:0-7
+    made = notes.suggestions_from(ON_VIEW_SOURCE, sorted(unexplained, key=lambda n: (n.layer, n.neuron)))
+    assert set(made) == unexplained
+    tables = "\n".join(h.value for h in at.get("html") if "<table" in h.value)
+    assert all(html.escape(s.text, quote=True) in tables for s in made.values())
+    assert "(no explanation yet)" not in tables
+    cells = [c for c in tables.split("<td") if "</td>" in c]
+    assert not any(f">{word}<" in cell for cell in cells for word in UNDEFINED)
+    assert "made when first viewed" in texts(at)  # the mark's legend
+
+
+def test_a_suggestion_written_on_the_scoring_page_is_marked_as_seen_and_never_picks_the_best(app, app_cache):
+    neuron = NeuronId(0, 2)
+    best_before = opened(app_cache).reader.explanations(neuron)[0].text
+    at = app(layer=0, neuron=2).run()
+    at.switch_page("pages/scoring.py").run()
+    at.text_area(key="suggest_text").input("the tokens ' the', ' a' and '.'")
+    next(b for b in at.button if b.label == "Score it").click().run()
+    no_errors(at)
+    notes = opened(app_cache).notes
+    mine = next(s for s in notes.suggestions(neuron) if s.source == "person")
+    assert mine.score is not None and mine.score.author_saw_score_excerpts
+    current = notes.live_score(neuron, best_before, "baseline")
+    assert current is not None and not current.author_saw_score_excerpts  # the pipeline's, re-scored
+    yours = next(h.value for h in at.get("html") if "by anonymous" in h.value)
+    assert html.escape(SEEN_MARK, quote=True) in yours
+    table = next(d.value for d in at.dataframe if "suggestion" in d.value.columns)
+    assert list(table["scoring excerpts"]) == [SEEN_MARK]
+    # the best explanation (insights, related, picker) stays the command line's, chosen on calibration
+    at.switch_page("pages/insights.py").run()
+    assert html.escape(best_before, quote=True) in texts(at)
+    assert opened(app_cache).reader.neuron_rows([neuron])[neuron].explanation == best_before
+    assert html.escape(SEEN_MARK, quote=True) in texts(at)  # in the table of every explanation
+
+
+def test_the_try_page_lists_explanations_made_on_view_and_no_score_where_there_is_none(app, app_cache):
+    at = app(layer=1, neuron=7).run()
+    at.switch_page("pages/try_text.py").run()
+    next(b for b in at.button if b.label == "Run the model").click().run()
+    no_errors(at)
+    table = next(d.value for d in at.dataframe if "activation" in d.value.columns)
+    first = table["neuron"][0]
+    assert all(isinstance(t, str) and t for t in table["explanation"])
+    assert all(s == "no score" or float(s) == float(s) for s in table["score"])  # never None, NaN or "undefined"
+    cache = opened(app_cache)  # the neuron that fires most, explained on view as its own page would
+    made = explain_on_view(cache.reader, cache.notes, NeuronId.parse(first))
+    assert made is not None
+    at.run()
+    table = next(d.value for d in at.dataframe if "activation" in d.value.columns)
+    assert table["explanation"][0] == made.text + " ◦"
+    assert "made when first viewed" in texts(at)
