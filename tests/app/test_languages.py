@@ -149,6 +149,32 @@ def test_every_page_in_turkish_then_english_shows_only_that_language(app, app_ca
     assert any(words(text) & english_only for text in shown)
 
 
+def test_the_classroom_in_turkish_for_a_student_and_the_teacher(app, app_cache, monkeypatch):
+    from core import classroom
+    from tests.app.test_classroom_pages import PASSCODE
+
+    monkeypatch.setenv(classroom.CLASS_URL_ENV, "http://192.0.2.10:8501")  # classroom mode, as make classroom sets it
+    monkeypatch.setenv(classroom.PASSCODE_ENV, PASSCODE)
+    english_only, _turkish_only = vocabulary()
+    data = data_words(app_cache)
+
+    def english_in(at) -> list[str]:
+        shown = interface_text(at)
+        return sorted({word for text in shown for word in words(text) & english_only} - data)
+
+    at = open_page(app, "pages/classroom.py", lang="tr")
+    assert at.title[0].value == "Nöron 0:1 — birlikte açıklayalım"
+    assert not english_in(at), english_in(at)
+    at.text_input(key="class_passcode").input(PASSCODE)
+    next(b for b in at.button if b.label == "Giriş yap").click().run()
+    no_errors(at)
+    assert "class_share" in {b.key for b in at.button}  # the teacher's controls, in Turkish too
+    assert not english_in(at), english_in(at)
+    at.switch_page("pages/home.py").run()
+    assert "Sınıfa katıl" in [h.value for h in at.subheader]
+    assert not english_in(at), english_in(at)
+
+
 def test_turkish_numbers_shown_as_text_have_a_decimal_comma(app, app_cache):
     at = open_page(app, "pages/home.py", lang="tr")
     metrics = {m.label: m.value for m in at.metric}
