@@ -19,6 +19,7 @@ import pytest
 from babel.messages.pofile import read_po
 
 from core import views
+from core.types import NeuronId
 from dashboard import i18n
 from tests.app.test_pages import PAGES, no_errors, opened
 
@@ -36,6 +37,8 @@ PATH = re.compile(r"\S*/\S*")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
 TOKEN_SPAN = re.compile(r"<span[^>]*title=[^>]*>.*?</span>", re.S)
 TOKEN_CELL = re.compile(r"<td[^>]*ui-monospace[^>]*>.*?</td>", re.S)
+TOKEN_DOT = re.compile(r"<circle[^>]*><title>.*?</title>", re.S)
+"""A dot of the scatter: its hover text starts with a token."""
 
 
 def words(text: str) -> set[str]:
@@ -59,11 +62,20 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def data_words(cache_path) -> set[str]:
-    """Words of what the cache holds and pages show as it is: explanations, names (of explained neurons only)."""
-    reader = opened(cache_path).reader
+    """Words of what the cache holds and pages show as it is: explanations (of the explained neurons, and those made
+    on view for the neurons related to NEURON), names. Call it after the page ran (on-view ones are made then)."""
+    from core.live import ON_VIEW_SOURCE
+
+    cache = opened(cache_path)
+    reader = cache.reader
+    related = views.related(reader, NeuronId(NEURON["layer"], NEURON["neuron"]), 10)
+    shown = [r.neuron for _kind, group in related.neurons for r in group]
+    made = cache.notes.suggestions_from(ON_VIEW_SOURCE, shown).values() if shown else []
     info = views.info(reader)
     rows = views.neuron_list(reader, None, "", "score", True, 100_000).rows
     found = words(f"{info.model} {info.corpus}")
+    for suggestion in made:
+        found |= words(suggestion.text)
     for row in rows:
         if row.explanation is None:
             continue
@@ -94,7 +106,7 @@ def interface_text(at) -> list[str]:
         if kind in {"Title", "Header", "Subheader", "Markdown", "Caption", "Error", "Warning", "Info", "Success"}:
             found.append(str(node.value))
         elif kind == "Html":
-            markup = TOKEN_CELL.sub(" ", TOKEN_SPAN.sub(" ", str(node.value)))
+            markup = TOKEN_DOT.sub(" ", TOKEN_CELL.sub(" ", TOKEN_SPAN.sub(" ", str(node.value))))
             found.append(html.unescape(re.sub(r"<[^>]+>", " ", markup)))
         elif kind in {"Radio", "Selectbox", "ButtonGroup"} and getattr(node, "key", None) in INTERFACE_OPTIONS:
             found += list(node.options)
@@ -132,8 +144,8 @@ def open_page(app, page: str, **query: object):
 @pytest.mark.parametrize("page", ALL_PAGES)
 def test_every_page_in_turkish_then_english_shows_only_that_language(app, app_cache, page):
     english_only, turkish_only = vocabulary()
-    data = data_words(app_cache)
     at = open_page(app, page, lang="tr")
+    data = data_words(app_cache)
     shown = interface_text(at)
     assert len(shown) > 5
     stray = sorted({word for text in shown for word in words(text) & english_only} - data)
@@ -156,11 +168,10 @@ def test_the_classroom_in_turkish_for_a_student_and_the_teacher(app, app_cache, 
     monkeypatch.setenv(classroom.CLASS_URL_ENV, "http://192.0.2.10:8501")  # classroom mode, as make classroom sets it
     monkeypatch.setenv(classroom.PASSCODE_ENV, PASSCODE)
     english_only, _turkish_only = vocabulary()
-    data = data_words(app_cache)
 
     def english_in(at) -> list[str]:
         shown = interface_text(at)
-        return sorted({word for text in shown for word in words(text) & english_only} - data)
+        return sorted({word for text in shown for word in words(text) & english_only} - data_words(app_cache))
 
     at = open_page(app, "pages/classroom.py", lang="tr")
     assert at.title[0].value == "Nöron 0:1 — birlikte açıklayalım"
@@ -237,7 +248,7 @@ def test_heatmap_hover_and_legend_are_in_the_language_with_its_numbers():
         markup = render.heatmap_html([row], positive_scale=2.0, mode="side by side")
         legend = render.legend_html(2.5, 0.75, simulated=True)
     assert ">gerçek<" in markup and ">tahmin<" in markup
-    assert "aktivasyon 1,500  (7,5/10)" in html.unescape(markup) and "tahmin 7,2/10" in html.unescape(markup)
+    assert "'return': 1,500 (7,5/10), tahmin 7,2/10" in html.unescape(markup)
     assert "2,5 değerine kadar aktivasyon" in legend and "-0,75 değerine kadar negatif" in legend
     assert "tokenin üzerine" in legend and "hover" not in legend
     english = render.legend_html(2.5, 0.75, simulated=True)  # outside: English again
