@@ -50,7 +50,7 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
     try:
         return explain_on_view(ctx.reader, ctx.notes, neuron, live_work)
     except LiveError as error:
-        st.error(str(error))
+        widgets.live_failed(_("No explanation could be made for this neuron."), error)
         return None
 
 
@@ -74,7 +74,7 @@ def fill_rows(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterab
             try:
                 made = explain_on_view(ctx.reader, ctx.notes, neuron, live_work)
             except LiveError as error:
-                st.error(str(error))
+                widgets.live_failed(_("No explanation could be made for the listed neurons."), error)
                 break
             if made is not None:
                 found[neuron] = made

@@ -273,7 +273,7 @@ def recorded(neuron: NeuronId, stats: NeuronStats | None) -> NeuronStats:
 def live_failed(what: str, error: Exception) -> None:
     """A live job's failure: what failed, in the session's language, then core's one-line reason (as the command
     line writes it)."""
-    st.error(_("{what} Reason: {reason}", what=what, reason=error))
+    st.error(_("{what} Reason: {reason}", what=what, reason=render.plain(error)))
 
 
 def not_computed(what: str, command: str) -> None:

@@ -47,7 +47,7 @@ def submit(ctx: PageContext, neuron: NeuronId) -> None:
     try:
         text = classroom.check_explanation(st.session_state.get("board_text", ""))
     except ValueError as error:
-        st.error(str(error))
+        widgets.live_failed(_("Your explanation was not put on the board."), error)
         return
     if not author:
         st.error(_("Type your name or a nickname, so the class knows whose it is."))
