@@ -235,6 +235,14 @@ def html(markup: str) -> None:
         st.html(_Markup(markup))
 
 
+def chart(markup: str) -> None:
+    """Draw an SVG chart made by dashboard/svg.py. Not through st.html: its sanitizer drops <svg> (a browser showed
+    nothing where the histogram is); Markdown passes a one-line HTML block as it is, and every text in the chart is
+    already escaped."""
+    if markup:
+        st.markdown(markup, unsafe_allow_html=True)
+
+
 def heatmap(rows: Sequence[render.HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0,
             mode: str = "real") -> None:
     """Draw excerpts as a safe token heatmap."""

@@ -71,7 +71,7 @@ cols[2].metric(_("mean"), number(stats.mean, ".3g"))
 cols[3].metric(_("density"), number(stats.density, ".1%"), help=_("share of tokens with activation above zero"))
 cols[4].metric(_("skewness"), number(stats.skewness, ".2f"))
 cols[5].metric(_("kurtosis"), number(stats.kurtosis, ".1f"), help=_("excess kurtosis: 0 for a normal distribution"))
-widgets.html(ctx.rendered("insights.histogram", (neuron,), lambda: svg.histogram_svg(
+widgets.chart(ctx.rendered("insights.histogram", (neuron,), lambda: svg.histogram_svg(
     stats, x_title=_("activation"), y_title=_("tokens (symlog scale)"),
     bar_title=_("{low} to {high}: {tokens} tokens"))))
 

@@ -122,7 +122,7 @@ else:
     if simulated.simulated:
         chart, table = st.columns([3, 2])
         with chart:
-            widgets.html(ctx.rendered("scoring.scatter", (neuron, shown_key), lambda: svg.scatter_svg(
+            widgets.chart(ctx.rendered("scoring.scatter", (neuron, shown_key), lambda: svg.scatter_svg(
                 simulated, x_title=_("real activation (0-10 of the neuron's max)"), y_title=_("simulated (0-10)"),
                 point_title=_("{token}: real {real}, simulated {simulated}"))))
         with table:

@@ -103,6 +103,8 @@ def interface_text(at) -> list[str]:
             value = getattr(node, name, None)
             if isinstance(value, str):
                 found.append(value)
+        if kind == "Markdown" and str(node.value).startswith("<svg"):
+            kind = "Html"  # a chart (widgets.chart draws SVG through Markdown): read as the HTML it is
         if kind in {"Title", "Header", "Subheader", "Markdown", "Caption", "Error", "Warning", "Info", "Success"}:
             found.append(str(node.value))
         elif kind == "Html":

@@ -136,7 +136,7 @@ def test_insights_shows_activations_by_quantile_histogram_and_tokens(app, app_ca
     heatmaps = "".join(h.value for h in at.get("html") if "na-heatmap" in h.value)
     assert heatmaps.count('class="na-heatmap"') >= 4 and heatmaps.count("<span") > 100
     assert {m.label for m in at.metric} >= {"max", "min", "mean", "density"}
-    histogram = next(h.value for h in at.get("html") if "na-chart" in h.value)
+    histogram = next(m.value for m in at.markdown if "na-chart" in m.value)
     assert histogram.startswith("<svg") and histogram.count("<rect") > 5  # the histogram, drawn here as SVG
     assert html.escape(opened(app_cache).reader.explanations(NeuronId(0, 0))[0].text, quote=True) in written
 

@@ -61,6 +61,7 @@ def test_first_screen_leads_to_neuron_0_0_and_related_links_move(dashboard, dash
     assert explanation and related
     assert explanation[0].text in page.locator(".na-card").first.inner_text()
     assert page.locator(".na-heatmap span").count() > 200  # top, quantile, random and bottom excerpts
+    assert page.locator("svg.na-chart rect").count() > 5  # the histogram reaches the browser (st.html drops SVG)
     shoot(page, artifacts, "insights", 3000)
 
     page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Related neurons").click()
