@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import statistics
@@ -58,14 +57,12 @@ class Outcome:
     error: str | None = None
 
 
-class Tab:
+class Tab(load.StreamClient):
     """A browser tab as the server sees it: one websocket; it remembers the widgets, the page and the query string
     the server last showed, and the fragment that polls."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url.replace("http://", "ws://") + "/_stcore/stream"
-        self.timeout_s = timeout_s
-        self.socket = None
+        super().__init__(url, timeout_s)
         self.widgets: dict[str, tuple[str, str]] = {}
         """key -> (widget id, ClientState field)."""
         self.pages: dict[str, str] = {}
@@ -76,19 +73,6 @@ class Tab:
         """Fragments of the last page that rerun themselves: fragment id -> seconds between reruns."""
         self.sticky: dict[str, object] = {}
         """Widget values this tab sends with every request (as a browser does with what the user set)."""
-
-    async def connect(self) -> None:
-        import websockets
-
-        self.socket = await asyncio.wait_for(websockets.connect(
-            self.url, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout_s, ping_interval=None),
-            self.timeout_s)
-
-    async def close(self) -> None:
-        if self.socket is not None:
-            with contextlib.suppress(Exception):
-                await self.socket.close()
-            self.socket = None
 
     @property
     def page(self) -> str:

@@ -110,22 +110,13 @@ WIDGET_VALUE_FIELDS = {"number_input": None, "text_input": "string_value"}
 """Widgets a kept session can set to move to another neuron (number_input: int_value or double_value)."""
 
 
-class Session:
-    """A browser tab as the server sees it: one websocket on /_stcore/stream.
-
-    A kept session moves to another query string the way a person does: it sets the widgets bound to the changed
-    query parameters (bind="query-params": the parameter is the widget's key) to the new values; a rerun that only
-    changes the query string would not move it, since a session's widget state wins over its URL."""
+class StreamClient:
+    """One websocket on a Streamlit server's /_stcore/stream: a new server-side session per connection."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url.replace("http://", "ws://") + "/_stcore/stream"
         self.timeout_s = timeout_s
         self.socket = None
-        self.query: dict[str, str] | None = None
-        self.received = 0
-        """Bytes of the last run's messages."""
-        self.widgets: dict[str, tuple[str, str]] = {}
-        """Widget key -> (widget id, value field) of the widgets the last run showed."""
 
     async def connect(self) -> None:
         """Open the websocket (a new server-side session)."""
@@ -141,6 +132,22 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.socket.close()
             self.socket = None
+
+
+class Session(StreamClient):
+    """A browser tab as the server sees it: one websocket on /_stcore/stream.
+
+    A kept session moves to another query string the way a person does: it sets the widgets bound to the changed
+    query parameters (bind="query-params": the parameter is the widget's key) to the new values; a rerun that only
+    changes the query string would not move it, since a session's widget state wins over its URL."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        super().__init__(url, timeout_s)
+        self.query: dict[str, str] | None = None
+        self.received = 0
+        """Bytes of the last run's messages."""
+        self.widgets: dict[str, tuple[str, str]] = {}
+        """Widget key -> (widget id, value field) of the widgets the last run showed."""
 
     def _widget_changes(self, query: dict[str, str]) -> tuple[dict[str, tuple[str, object]], list[str]]:
         """The widget values that move this session from its last query to `query`, and the changed parameters

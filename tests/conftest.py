@@ -207,6 +207,7 @@ def openai_server(default_model, tmp_path_factory):
     import urllib.request
 
     from core.models import DEFAULT_MODEL, model_home
+    from tests.browser.harness import stop
 
     folder = model_home() / DEFAULT_MODEL
     command = Path(sys.executable).with_name("transformers")
@@ -245,12 +246,7 @@ def openai_server(default_model, tmp_path_factory):
         logging.getLogger(__name__).info("transformers serve answered after %.1f s", time.monotonic() - started)
         yield base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 @pytest.fixture(scope="session")

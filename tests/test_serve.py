@@ -17,7 +17,7 @@ import pytest
 from core import classroom
 from core.paths import REPO_DIR
 from dashboard import serve
-from tests.browser.harness import free_port, wait_healthy
+from tests.browser.harness import free_port, stop, wait_healthy
 
 
 def test_the_passcode_comes_from_secrets_or_is_made_new(tmp_path):
@@ -71,8 +71,7 @@ def test_make_classroom_prints_the_link_and_passcode_and_serves_there(tmp_path):
         passcode = printed.split("Teacher passcode:")[1].split()[0]
         assert classroom.passcode_matches(passcode, passcode) and len(passcode) == 9
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop(process)
 
 
 def test_without_make_classroom_the_app_listens_on_this_machine_only(tmp_path):
@@ -93,8 +92,7 @@ def test_without_make_classroom_the_app_listens_on_this_machine_only(tmp_path):
             time.sleep(0.2)
             assert not listening(lan, port)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop(process)
 
 
 def test_the_makefile_passes_addresses_explicitly():

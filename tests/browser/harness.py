@@ -62,12 +62,17 @@ def run_app(cache: Path, home: Path, log: Path, timeout_s: float = 120.0, env: d
         wait_healthy(url, process, timeout_s, log)
         yield Server(url, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server the tests started: SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
