@@ -594,3 +594,18 @@ def _usages(explainer: Explainer, simulator: Simulator) -> list[tuple[str, Usage
         if client is not None and all(client.usage is not usage for _, usage in found):
             found.append((client.spec, client.usage))
     return found
+
+
+def sample_neurons(layers: Sequence[int], neurons_per_layer: int, sample: int | None, seed: int) -> list[NeuronId]:
+    """Every neuron of the layers, or `sample` of them spread evenly over the layers (seeded)."""
+    import numpy as np
+
+    if sample is None:
+        return [NeuronId(layer, n) for layer in layers for n in range(neurons_per_layer)]
+    rng = np.random.default_rng(seed)
+    counts = [sample // len(layers) + (i < sample % len(layers)) for i in range(len(layers))]
+    chosen = []
+    for layer, count in zip(layers, counts, strict=True):
+        picked = rng.choice(neurons_per_layer, size=min(count, neurons_per_layer), replace=False)
+        chosen += [NeuronId(layer, int(n)) for n in sorted(picked)]
+    return chosen

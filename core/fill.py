@@ -33,8 +33,10 @@ from core.types import NeuronId
 
 log = logging.getLogger(__name__)
 
-FIRST_PAGE_NEURONS = "0:0-15"
+FIRST_PAGE = tuple(NeuronId(0, n) for n in range(16))
 """Neurons `demo` explains and scores before the dashboard opens (the first page is layer 0 neuron 0)."""
+FIRST_PAGE_NEURONS = f"0:0-{len(FIRST_PAGE) - 1}"
+"""FIRST_PAGE as `explain --neurons` reads it."""
 
 DEMO_SPREAD = 290
 """Neurons the fill explains over layers 1.. (10 per layer of the default model)."""
@@ -210,8 +212,8 @@ def _write_record(cache: Path, progress: FillProgress) -> None:
 def plan_fill(layers: int, neurons_per_layer: int, spread: int, seed: int = 0) -> list[FillStep]:
     """The fill's steps for a cache of this shape, none done: a spread of `spread` neurons over layers 1.., the
     related tables of every layer, then every neuron of layer 0 not on the first page."""
-    # the command line's readers, so the spread is the very sample `explain --layers 1-29 --sample N` takes
-    from core.cli.args import parse_neurons, sample_neurons
+    # the sample `explain --layers 1-29 --sample N` takes
+    from core.explain import sample_neurons
 
     steps = []
     if spread and layers > 1:
@@ -219,7 +221,7 @@ def plan_fill(layers: int, neurons_per_layer: int, spread: int, seed: int = 0) -
         steps.append(FillStep("spread", StepKind.EXPLAIN, 0, len(sample), tuple(range(1, layers)),
                               tuple(str(n) for n in sample)))
     steps.append(FillStep("related", StepKind.RELATED, 0, layers, tuple(range(layers))))
-    first = set(parse_neurons(FIRST_PAGE_NEURONS))
+    first = set(FIRST_PAGE)
     rest = [str(NeuronId(0, n)) for n in range(neurons_per_layer) if NeuronId(0, n) not in first]
     if rest:
         steps.append(FillStep("layer0", StepKind.EXPLAIN, 0, len(rest), (0,), tuple(rest)))
@@ -337,12 +339,11 @@ def start_fill(cache: Path, *, spread: int = DEMO_SPREAD, python: Sequence[str] 
 
 def first_page_explained(cache: Path) -> bool:
     """Whether every neuron of FIRST_PAGE_NEURONS has an explanation (read-only: works beside an open dashboard)."""
-    from core.cli.args import parse_neurons
     from core.store import open_reader
 
     with open_reader(cache) as reader:
-        rows = reader.neuron_rows(tuple(parse_neurons(FIRST_PAGE_NEURONS)))
-    return len(rows) == len(parse_neurons(FIRST_PAGE_NEURONS)) and all(r.explanation for r in rows.values())
+        rows = reader.neuron_rows(FIRST_PAGE)
+    return len(rows) == len(FIRST_PAGE) and all(r.explanation for r in rows.values())
 
 
 def needs_fill(cache: Path) -> bool:

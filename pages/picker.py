@@ -1,7 +1,8 @@
 """Find a neuron: go to one by number, step or jump at random, or pick from a table filtered by layer, sorted by
 score, density or maximum activation, and searched by explanation text.
 
-Data: core.views.neuron_list (cached per filter for every session)."""
+Data: core.views.neuron_list (cached per filter for every session); explanations made on view (kept in the notes)
+fill the rows the command line has not explained, marked (none are made here: a list holds up to 500 neurons)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from core import views
-from core.types import NeuronId
-from dashboard import render, widgets
+from core.types import NeuronId, NeuronRow
+from dashboard import onview, render, widgets
 from dashboard.i18n import _, number, number_columns
 from dashboard.state import page_context
 
@@ -76,6 +77,18 @@ if found.count > found.limit:
 else:
     st.caption(_("{count} neurons match. Select a row to move there.", count=number(found.count, ",")))
 shown = [row.neuron for row in found.rows]
+made = ctx.notes_view(views.on_view_explanations, tuple(r.neuron for r in found.rows if not r.explanation))
+
+
+def explanation_and_score(row: NeuronRow) -> tuple[str, float | None]:
+    """The row's explanation and score: the command line's, else the one made on view (marked), else none."""
+    if row.explanation or row.neuron not in made:
+        return row.explanation or "", row.score
+    kept = made[row.neuron]
+    return kept.text + onview.ON_VIEW_MARK, kept.score.score_all if kept.score else None
+
+
+explained = [explanation_and_score(r) for r in found.rows]
 
 
 def picked() -> None:
@@ -88,8 +101,8 @@ def picked() -> None:
 frame = pd.DataFrame({
     "layer": [r.neuron.layer for r in found.rows],
     "neuron": [r.neuron.neuron for r in found.rows],
-    "score": [r.score for r in found.rows],
-    "explanation": [r.explanation or "" for r in found.rows],
+    "score": [score for _text, score in explained],
+    "explanation": [text for text, _score in explained],
     "density": [r.density for r in found.rows],
     "max": [r.max_activation for r in found.rows],
     "min": [r.min_activation for r in found.rows],
@@ -106,4 +119,6 @@ st.dataframe(
         "explanation": st.column_config.TextColumn(_("explanation"), width="large"),
     },
 )
+if made:
+    st.caption(_(onview.ON_VIEW_LEGEND))
 widgets.page_end()

@@ -6,7 +6,7 @@ Every bad argument is a CliError (or argparse's own message) of one line.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from core.backends import LLMSettings
@@ -91,21 +91,6 @@ def parse_layers(text: str) -> list[int]:
     if not layers:
         raise CliError("--layers names no layer; e.g. --layers 0-29")
     return sorted(layers)
-
-
-def sample_neurons(layers: Sequence[int], neurons_per_layer: int, sample: int | None, seed: int) -> list[NeuronId]:
-    """Every neuron of the layers, or `sample` of them spread evenly over the layers (seeded)."""
-    import numpy as np
-
-    if sample is None:
-        return [NeuronId(layer, n) for layer in layers for n in range(neurons_per_layer)]
-    rng = np.random.default_rng(seed)
-    counts = [sample // len(layers) + (i < sample % len(layers)) for i in range(len(layers))]
-    chosen = []
-    for layer, count in zip(layers, counts, strict=True):
-        picked = rng.choice(neurons_per_layer, size=min(count, neurons_per_layer), replace=False)
-        chosen += [NeuronId(layer, int(n)) for n in sorted(picked)]
-    return chosen
 
 
 def add_llm_options(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,6 @@ from core.cli.args import (
     parse_layers,
     parse_neuron,
     parse_neurons,
-    sample_neurons,
 )
 from core.cli.interop import add_imported_option, run_score_imported
 from core.killpoints import kill_point
@@ -82,6 +81,8 @@ def _chosen_neurons(args: argparse.Namespace, reader: CacheReader) -> list[Neuro
     if args.neurons:
         neurons = parse_neurons(args.neurons)
     else:
+        from core.explain import sample_neurons
+
         layers = parse_layers(args.layers)
         info = reader.info()
         for layer in layers:

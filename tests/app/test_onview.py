@@ -124,3 +124,28 @@ def test_the_try_page_lists_explanations_made_on_view_and_no_score_where_there_i
     table = next(d.value for d in at.dataframe if "activation" in d.value.columns)
     assert table["explanation"][0] == made.text + " ◦"
     assert "made when first viewed" in texts(at)
+
+
+def test_the_picker_lists_explanations_made_on_view_marked(app, app_cache):
+    neuron = NeuronId(3, 40)
+    viewed = app(layer=3, neuron=40).run()
+    viewed.switch_page("pages/insights.py").run()
+    no_errors(viewed)
+    made = opened(app_cache).notes.suggestions_from(ON_VIEW_SOURCE, [neuron])[neuron]
+    at = app(layer=3, neuron=40).run()
+    at.switch_page("pages/picker.py").run()
+    at.selectbox(key="picker_layer").select(3).run()
+    at.selectbox(key="picker_order").select("neuron").run()
+    at.toggle(key="picker_desc").set_value(False).run()
+    no_errors(at)
+    table = next(d.value for d in at.dataframe if "explanation" in d.value.columns)
+    row = table[table["neuron"] == 40].iloc[0]
+    assert row["explanation"] == made.text + " ◦"
+    assert made.score is not None and made.score.score_all is not None
+    assert abs(float(row["score"]) - made.score.score_all) < 0.005
+    # marked are exactly the listed neurons with an on-view explanation (other tests view some of layer 3 too)
+    kept = opened(app_cache).notes.suggestions_from(ON_VIEW_SOURCE, [NeuronId(3, int(n)) for n in table["neuron"]])
+    marked = {NeuronId(3, int(n)) for n, text in zip(table["neuron"], table["explanation"], strict=True)
+              if text.endswith(" ◦")}
+    assert marked == set(kept)
+    assert "made when first viewed" in texts(at)
