@@ -4,7 +4,12 @@ it is shown; and the token statistics shown beside an explanation as evidence.""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
@@ -16,6 +21,11 @@ from dashboard import render, widgets
 from dashboard.i18n import N_, _, number_columns
 from dashboard.i18n import score as localized_score
 from dashboard.state import PageContext, live_work
+
+if TYPE_CHECKING:
+    from core.store import DashboardCache
+
+log = logging.getLogger(__name__)
 
 ON_VIEW_NOTE = N_("made when first viewed, by the offline default (baseline explainer and simulator) — not by "
                   "`python -m core explain`; kept in the notes")
@@ -60,28 +70,93 @@ def explanation_card(made: Suggestion) -> None:
                                                                           else None))
 
 
-def fill_rows(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterable[NeuronId]
-              ) -> dict[NeuronId, Suggestion]:
-    """On-view explanations of the listed neurons that have no explanation in `rows` (made now, with progress, for
-    those that have none yet): what a list of related neurons shows for them."""
+class Background:
+    """One thread for the whole server that makes the on-view explanations of neurons a page lists (related lists),
+    one at a time, at most half the time: a page never waits for them, and a class opening thirty different
+    neurons does not pile thirty lists of them into its page runs (measured: 1.4-2 s of CPU per related page when
+    they were made in the run, docs/performance.md). Every session sees each one as soon as it is kept."""
+
+    BUSY_SHARE = 0.5
+    """Most of the time the thread computes; it sleeps as long again as each explanation took (script runs of
+    other sessions go first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[DashboardCache, NeuronId]] = deque()
+        self._pending: set[tuple[int, NeuronId]] = set()
+        self._tried: set[tuple[int, NeuronId]] = set()
+        """Neurons the offline default found nothing to say about, or failed on (the log says why): not again."""
+        self._done = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def want(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> None:
+        """Queue these neurons of `cache` (not twice, and not those tried already)."""
+        with self._lock:
+            for neuron in neurons:
+                if (id(cache), neuron) not in self._pending | self._tried:
+                    self._pending.add((id(cache), neuron))
+                    self._queue.append((cache, neuron))
+            if self._queue and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._work, name="on-view explanations", daemon=True)
+                self._thread.start()
+
+    def pending(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> set[NeuronId]:
+        """Those of `neurons` still queued or being explained."""
+        with self._lock:
+            return {n for n in neurons if (id(cache), n) in self._pending}
+
+    def wait(self, cache: DashboardCache, neurons: Iterable[NeuronId], timeout: float) -> bool:
+        """Block until none of `neurons` is pending (tests); False on timeout."""
+        wanted = list(neurons)
+        with self._done:
+            return self._done.wait_for(lambda: not any((id(cache), n) in self._pending for n in wanted), timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                cache, neuron = self._queue.popleft()
+            started = time.monotonic()
+            try:
+                explain_on_view(cache.reader, cache.notes, neuron)
+            except Exception:
+                log.warning("no on-view explanation of %s", neuron, exc_info=True)
+            finally:
+                with self._done:
+                    self._pending.discard((id(cache), neuron))
+                    self._done.notify_all()
+            time.sleep((time.monotonic() - started) * (1 - self.BUSY_SHARE) / self.BUSY_SHARE)
+
+
+BACKGROUND = Background()
+"""The server's one thread of on-view explanations for listed neurons."""
+
+LIST_POLL_S = 2.0
+"""How often a page with listed neurons still being explained looks whether they are done."""
+
+
+def listed(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterable[NeuronId]
+           ) -> tuple[dict[NeuronId, Suggestion], set[NeuronId]]:
+    """On-view explanations of the listed neurons that have no explanation in `rows`, and the set of those still
+    being made (queued on BACKGROUND now if they have none yet): what a list of related neurons shows for them."""
     wanted = tuple(dict.fromkeys(n for n in neurons if not (n in rows and rows[n].explanation)))
     found = dict(ctx.notes_view(views.on_view_explanations, wanted)) if wanted else {}
     missing = [n for n in wanted if n not in found]
-    if missing:
-        bar = st.progress(0.0, text=_("Explaining {count} listed neurons with the offline default",
-                                      count=len(missing)))
-        for done, neuron in enumerate(missing, 1):
-            try:
-                made = explain_on_view(ctx.reader, ctx.notes, neuron, live_work)
-            except LiveError as error:
-                widgets.live_failed(_("No explanation could be made for the listed neurons."), error)
-                break
-            if made is not None:
-                found[neuron] = made
-            bar.progress(done / len(missing), text=_("Explained {done} of {count} listed neurons", done=done,
-                                                     count=len(missing)))
-        bar.empty()
-    return found
+    if not missing:
+        return found, set()
+    BACKGROUND.want(ctx.cache, missing)
+    pending = BACKGROUND.pending(ctx.cache, missing)
+    if finished := tuple(n for n in missing if n not in pending):  # made since the view above was read
+        found.update(ctx.notes_view(views.on_view_explanations, finished))
+    return found, pending
+
+
+@st.fragment(run_every=LIST_POLL_S)
+def await_listed(cache: DashboardCache, neurons: tuple[NeuronId, ...]) -> None:
+    """Run the whole page again once none of `neurons` is being explained any more (draws nothing)."""
+    if not BACKGROUND.pending(cache, neurons):
+        st.rerun()
 
 
 def evidence_table(ctx: PageContext, neuron: NeuronId) -> None:

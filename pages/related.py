@@ -57,7 +57,11 @@ if not view.computed:
     else:
         st.caption(_("No correlated neurons: none shares enough excerpts with this one in the imported files."))
 else:
-    made_on_view = onview.fill_rows(ctx, view.rows, (r.neuron for _kind, group in view.neurons for r in group))
+    made_on_view, being_made = onview.listed(ctx, view.rows, (r.neuron for _kind, group in view.neurons for r in group))
+    if being_made:
+        st.info(_("Explaining {count} listed neurons with the offline default in the background; they appear here "
+                  "when ready.", count=len(being_made)), icon=":material/hourglass_top:")
+        onview.await_listed(ctx.cache, tuple(sorted(being_made, key=lambda n: (n.layer, n.neuron))))
     for kind, found in view.neurons:
         if missing is not None and kind != RelatedNeuronKind.CORRELATED:
             continue
@@ -75,6 +79,8 @@ else:
                 text, score = other.explanation, other.score
             elif on_view is not None:
                 text, score = on_view.text + onview.ON_VIEW_MARK, on_view.score.score_all if on_view.score else None
+            elif related.neuron in being_made:
+                text, score = _("(being explained by the offline default …)"), None
             else:
                 text, score = _("(no explanation: the offline default found nothing to say)"), None
             table.append([str(related.neuron), text, onview.score_text(score), number(related.strength, "+.3f")])

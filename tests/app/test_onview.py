@@ -12,7 +12,7 @@ from test_pages import no_errors, opened, texts
 from core.live import ON_VIEW_SOURCE, explain_on_view
 from core.score import is_readable
 from core.types import NeuronId
-from dashboard.onview import ON_VIEW_NOTE, SEEN_MARK
+from dashboard.onview import BACKGROUND, ON_VIEW_NOTE, SEEN_MARK
 
 UNDEFINED = ("undefined", "nan", "NaN", "None")
 
@@ -74,6 +74,11 @@ def test_related_lists_show_explanations_made_on_view_and_no_score_where_there_i
               for r in reader.related_neurons(NeuronId(1, 9), kind, 5)}
     unexplained = {n for n in listed if not any(e.text for e in reader.explanations(n))}
     assert unexplained  # the fixture explains only 0:0-7
+    # made in the background, not in the page's run: the page says so and shows them when they are ready
+    assert "in the background" in texts(at) and "(being explained by the offline default" in texts(at)
+    assert BACKGROUND.wait(opened(app_cache), unexplained, timeout=120)
+    at.run()
+    no_errors(at)
     made = notes.suggestions_from(ON_VIEW_SOURCE, sorted(unexplained, key=lambda n: (n.layer, n.neuron)))
     assert set(made) == unexplained
     tables = "\n".join(h.value for h in at.get("html") if "<table" in h.value)
@@ -82,6 +87,7 @@ def test_related_lists_show_explanations_made_on_view_and_no_score_where_there_i
     cells = [c for c in tables.split("<td") if "</td>" in c]
     assert not any(f">{word}<" in cell for cell in cells for word in UNDEFINED)
     assert "made when first viewed" in texts(at)  # the mark's legend
+    assert "being explained" not in texts(at)
 
 
 def test_a_suggestion_written_on_the_scoring_page_is_marked_as_seen_and_never_picks_the_best(app, app_cache):
