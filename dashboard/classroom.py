@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from core import classroom
 from core.classroom import Follow, follow_action
@@ -60,15 +61,22 @@ def page_name(url_path: str) -> str:
 def apply_move(page: str) -> None:
     """Go where a banner or the follow box asked to (before the neuron widgets exist in this run: their values are
     set here); switch page when the share is on another one."""
-    share: ClassShare | None = st.session_state.pop(MOVE_KEY, None)
+    share: ClassShare | None = st.session_state.get(MOVE_KEY)
     if share is None:
         return
     go_to(share.neuron.layer, share.neuron.neuron)
     st.session_state[FOLLOWED_KEY] = share.share_id
     if share.page != page and share.page in PAGES:
+        # the move stays asked for until a run on the page gets here: a run cut short by another rerun (a fragment
+        # of the page polling) would otherwise lose it between taking it and switching
         # an empty mapping, not None: switch_page(page) would clear the URL's parameters, which Streamlit refuses
         # for those bound to widgets (layer, neuron); the widgets write them back on the new page
-        st.switch_page(PAGES[share.page], query_params={})
+        try:
+            st.switch_page(PAGES[share.page], query_params={})
+        except StreamlitAPIException:  # a page this run's navigation lacks: give the move up, not on every run
+            del st.session_state[MOVE_KEY]
+            raise
+    del st.session_state[MOVE_KEY]
 
 
 def _follow_changed(cache: DashboardCache) -> None:
