@@ -117,14 +117,16 @@ class Background:
                 if not self._queue:
                     return
                 cache, neuron = self._queue.popleft()
-            started = time.monotonic()
+            started, made = time.monotonic(), None
             try:
-                explain_on_view(cache.reader, cache.notes, neuron)
-            except Exception:
+                made = explain_on_view(cache.reader, cache.notes, neuron)
+            except Exception:  # a thread of the server: the log says why, the row says none was made
                 log.warning("no on-view explanation of %s", neuron, exc_info=True)
             finally:
                 with self._done:
                     self._pending.discard((id(cache), neuron))
+                    if made is None:
+                        self._tried.add((id(cache), neuron))
                     self._done.notify_all()
             time.sleep((time.monotonic() - started) * (1 - self.BUSY_SHARE) / self.BUSY_SHARE)
 

@@ -155,3 +155,24 @@ def test_the_picker_lists_explanations_made_on_view_marked(app, app_cache):
               if text.endswith(" ◦")}
     assert marked == set(kept)
     assert "made when first viewed" in texts(at)
+
+
+def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeypatch):
+    from types import SimpleNamespace
+
+    from dashboard import onview
+
+    tried: list[NeuronId] = []
+
+    def explain(reader, notes, neuron, queue=None):
+        tried.append(neuron)
+        return None if neuron.neuron == 1 else object()  # 0:1: the offline default has nothing to say
+
+    monkeypatch.setattr(onview, "explain_on_view", explain)
+    worker, cache = onview.Background(), SimpleNamespace(reader=None, notes=None)
+    first, second = NeuronId(0, 1), NeuronId(0, 2)
+    worker.want(cache, [first, second, first])
+    assert worker.wait(cache, [first, second], timeout=60)
+    assert tried == [first, second]  # once each, in the order asked
+    worker.want(cache, [first])  # nothing to say: not tried again on the next page open
+    assert worker.pending(cache, [first]) == set() and tried == [first, second]
