@@ -269,7 +269,7 @@ def serve(script: Path, env: dict[str, str], log: Path, timeout_s: float = 180.0
     """`streamlit run script` on 127.0.0.1 and a free port, from the repository root (its .streamlit/config.toml
     applies to every app served here); stopped afterwards. `launcher`: what python runs instead of `-m streamlit`
     (bench/profile_page.py wraps Streamlit that way); `options`: Streamlit config options as OPTION=VALUE."""
-    from harness import free_port, wait_healthy
+    from harness import free_port, stop, wait_healthy
 
     port = free_port()
     flags = [part for option in options for part in ("--" + option.split("=", 1)[0], option.split("=", 1)[1])]
@@ -285,12 +285,7 @@ def serve(script: Path, env: dict[str, str], log: Path, timeout_s: float = 180.0
         wait_healthy(url, process, timeout_s, log)
         yield Server(url, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 # --- the load ------------------------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -370,3 +373,21 @@ def tiny_cache(tiny_subject, tmp_path_factory) -> Path:
     from fault_server import build_tiny_cache
 
     return build_tiny_cache(tiny_subject, tmp_path_factory.mktemp("tiny-cache") / "tiny.duckdb")
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """bench(NAME) -> bench/NAME.py loaded as a module (the smoke tests run a benchmark's machinery); bench/ goes on
+    the path first, since one benchmark imports another."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+
+    def load(name: str) -> ModuleType:
+        sys.path.insert(0, str(bench))
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load

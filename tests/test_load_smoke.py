@@ -4,25 +4,11 @@ that every run finished and showed the neuron asked for, never how long anything
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_five_sessions_run_every_page_without_errors(dashboard_cache, atlas_home, tmp_path):
-    load = _load_bench()
+def test_five_sessions_run_every_page_without_errors(dashboard_cache, atlas_home, tmp_path, bench_module):
+    load = bench_module("load")
     cache = tmp_path / "cache.duckdb"
     os.link(dashboard_cache, cache)  # the app writes its notes file beside the cache: this test's own
     args = load.parse_args(["--cache", str(cache), "--sessions", "5", "--patterns", "different",
