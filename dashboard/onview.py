@@ -64,6 +64,16 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
         return None
 
 
+def shown_explanation(row: NeuronRow | None, made: Suggestion | None) -> tuple[str, float | None] | None:
+    """A listed neuron's explanation and score as a list shows them: the command line's, else the one made on view
+    (marked with ON_VIEW_MARK); None when it has neither."""
+    if row is not None and row.explanation:
+        return row.explanation, row.score
+    if made is not None:
+        return made.text + ON_VIEW_MARK, made.score.score_all if made.score else None
+    return None
+
+
 def explanation_card(made: Suggestion) -> None:
     """An on-view explanation in a card, marked as made on view by the offline default."""
     widgets.explanation_card(made.text, _(ON_VIEW_NOTE), widgets.score_badge(made.score.score_all if made.score

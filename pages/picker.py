@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import views
-from core.types import NeuronId, NeuronRow
+from core.types import NeuronId
 from dashboard import onview, render, widgets
 from dashboard.i18n import _, number, number_columns
 from dashboard.state import page_context
@@ -78,17 +78,7 @@ else:
     st.caption(_("{count} neurons match. Select a row to move there.", count=number(found.count, ",")))
 shown = [row.neuron for row in found.rows]
 made = ctx.notes_view(views.on_view_explanations, tuple(r.neuron for r in found.rows if not r.explanation))
-
-
-def explanation_and_score(row: NeuronRow) -> tuple[str, float | None]:
-    """The row's explanation and score: the command line's, else the one made on view (marked), else none."""
-    if row.explanation or row.neuron not in made:
-        return row.explanation or "", row.score
-    kept = made[row.neuron]
-    return kept.text + onview.ON_VIEW_MARK, kept.score.score_all if kept.score else None
-
-
-explained = [explanation_and_score(r) for r in found.rows]
+explained = [onview.shown_explanation(r, made.get(r.neuron)) or ("", r.score) for r in found.rows]
 
 
 def picked() -> None:

@@ -74,15 +74,11 @@ else:
                  label_visibility="collapsed")
         table = []
         for related in found:
-            other, on_view = view.rows.get(related.neuron), made_on_view.get(related.neuron)
-            if other and other.explanation:
-                text, score = other.explanation, other.score
-            elif on_view is not None:
-                text, score = on_view.text + onview.ON_VIEW_MARK, on_view.score.score_all if on_view.score else None
-            elif related.neuron in being_made:
-                text, score = _("(being explained by the offline default …)"), None
-            else:
-                text, score = _("(no explanation: the offline default found nothing to say)"), None
+            shown = onview.shown_explanation(view.rows.get(related.neuron), made_on_view.get(related.neuron))
+            if shown is None:
+                shown = (_("(being explained by the offline default …)") if related.neuron in being_made
+                         else _("(no explanation: the offline default found nothing to say)"), None)
+            text, score = shown
             table.append([str(related.neuron), text, onview.score_text(score), number(related.strength, "+.3f")])
         st.html(render.table_html([_("neuron"), _("best explanation"), _("score"), _("strength")], table,
                                   bars=[r.strength for r in found],

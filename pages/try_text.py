@@ -72,12 +72,10 @@ made = ctx.notes_view(views.on_view_explanations, top)  # those already made on 
 
 def explained(n: NeuronId) -> tuple[str, str]:
     """A listed neuron's explanation and score as shown: the command line's, else one made on view (marked)."""
-    if n in rows and rows[n].explanation:
-        return rows[n].explanation or "", onview.score_text(rows[n].score)
-    if n in made:
-        live = made[n].score
-        return made[n].text + onview.ON_VIEW_MARK, onview.score_text(live.score_all if live else None)
-    return _("(not explained yet: open it to explain it)"), _("no score")
+    shown = onview.shown_explanation(rows.get(n), made.get(n))
+    if shown is None:
+        return _("(not explained yet: open it to explain it)"), _("no score")
+    return shown[0], onview.score_text(shown[1])
 
 
 st.dataframe(number_columns(pd.DataFrame([{"neuron": str(n), "activation": float(acts[position, n.neuron]),
