@@ -15,7 +15,7 @@ from core import views
 from core.paths import default_cache, remember_cache
 from core.store import StoreError, signatures
 from dashboard import classroom, roles, widgets
-from dashboard.i18n import N_, _
+from dashboard.i18n import N_, _, language, speaking
 from dashboard.state import (
     PAGES,
     Frame,
@@ -85,5 +85,7 @@ navigation = st.navigation([
 # after st.navigation: a widget made before it gets another identity on each page and loses its value (the titles
 # above read the choice from the session or the URL, dashboard/i18n.py)
 widgets.language_selector()
-with frame_running(frame(classroom.page_name(navigation.url_path))):
+# the choice is fixed for the rest of the run: a page's thousands of numbers and messages look it up in a context
+# variable instead of the session state, the URL and the browser's locale each time
+with speaking(language()), frame_running(frame(classroom.page_name(navigation.url_path))):
     run_page(navigation.run)

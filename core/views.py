@@ -159,7 +159,8 @@ def related_tokens(
     reader: CacheReader, neuron: NeuronId, kinds: tuple[RelatedTokenKind, ...]
 ) -> tuple[tuple[RelatedTokenKind, tuple[RelatedToken, ...]], ...]:
     """The neuron's related tokens of these kinds, RELATED_TOKENS_SHOWN each."""
-    return tuple((kind, tuple(reader.related_tokens(neuron, kind, RELATED_TOKENS_SHOWN))) for kind in kinds)
+    found = reader.related_tokens_of_kinds(neuron, kinds, RELATED_TOKENS_SHOWN)
+    return tuple((kind, tuple(found[kind])) for kind in kinds)
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ class RelatedView:
 
 def related(reader: CacheReader, neuron: NeuronId, limit: int) -> RelatedView:
     """The related page's data: `limit` neurons per kind."""
-    found = tuple((kind, tuple(reader.related_neurons(neuron, kind, limit))) for kind in RelatedNeuronKind)
+    of_kinds = reader.related_neurons_of_kinds(neuron, list(RelatedNeuronKind), limit)
+    found = tuple((kind, tuple(of_kinds[kind])) for kind in RelatedNeuronKind)
     others = [r.neuron for _, group in found for r in group]
     rows = reader.neuron_rows([neuron, *others])
     return RelatedView(rows.get(neuron), found, rows, related_tokens(reader, neuron, RELATED_TOKEN_KINDS))

@@ -8,17 +8,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import streamlit as st
 
 from core import views
 from core.live import LiveError, explain_on_view
+from core.offline.evidence import TokenStat
 from core.types import LiveScore, NeuronId, NeuronRow, Suggestion
 from dashboard import render, widgets
-from dashboard.i18n import N_, _, number_columns
+from dashboard.i18n import N_, _, language, number_in
 from dashboard.i18n import score as localized_score
 from dashboard.state import PageContext, live_work
 
@@ -36,6 +36,9 @@ ON_VIEW_MARK = " ◦"
 
 ON_VIEW_LEGEND = N_("◦ made when first viewed, by the offline default (not by `python -m core explain`)")
 """The caption under a list with on-view explanations (marked: `_` at use)."""
+
+NO_EVIDENCE = N_("No token reaches above zero in those excerpts.")
+"""The evidence table's place when no token of the explainer's excerpts is above zero (marked: `_` at use)."""
 
 SEEN_MARK = N_("👁 author saw the scoring excerpts")
 """Beside a live score whose text was written on the page that shows the scoring excerpts (an optimistic score)."""
@@ -172,18 +175,21 @@ def await_listed(cache: DashboardCache, neurons: tuple[NeuronId, ...]) -> None:
 
 
 def evidence_table(ctx: PageContext, neuron: NeuronId) -> None:
-    """"Tokens it fires on most": the evidence beside the explanation (levels 0-10 against the neuron's max)."""
-    found = ctx.view(views.evidence, neuron)
-    st.markdown(_("**Tokens it fires on most** (evidence from the excerpts explanations are written from, not an "
-                  "explanation)"))
+    """"Tokens it fires on most": the evidence beside the explanation (levels 0-10 against the neuron's max), as
+    one piece of HTML built once per neuron (a data grid costs every run of the page its pandas and Arrow work)."""
+    widgets.html(ctx.rendered("onview.evidence", (neuron,), lambda: evidence_html(ctx.view(views.evidence, neuron))))
+
+
+def evidence_html(found: Sequence[TokenStat]) -> str:
+    """The evidence table under its title: token, count, tokens at half the max or more, mean level as a bar."""
+    title = render.escape(_("Tokens it fires on most (evidence from the excerpts explanations are written from, "
+                            "not an explanation)"))
+    heading = f'<div style="font-weight:600;font-size:14px;margin:6px 0 2px 0">{title}</div>'
     if not found:
-        st.caption(_("No token reaches above zero in those excerpts."))
-        return
-    st.dataframe(number_columns(pd.DataFrame({
-        "token": [f'"{render.display_token(s.token)}"' for s in found],
-        "mean level (0-10)": [round(float(s.mean_level), 1) for s in found],
-        "count": [s.count for s in found],
-        "at half max or more": [s.high for s in found],
-    }), **{"mean level (0-10)": 1}), hide_index=True, width="stretch", column_config={
-        "token": _("token"), "mean level (0-10)": _("mean level (0-10)"), "count": _("count"),
-        "at half max or more": _("at half max or more")})
+        return heading + f'<div style="font-size:13px;color:#666">{render.escape(_(NO_EVIDENCE))}</div>'
+    lang = language()
+    return heading + render.table_html(
+        [_("token"), _("count"), _("at half max or more"), _("mean level (0-10)")],
+        [[f'"{render.display_token(s.token)}"', number_in(s.count, ",", lang), number_in(s.high, ",", lang),
+          number_in(float(s.mean_level), ".1f", lang)] for s in found],
+        bars=[float(s.mean_level) for s in found], bar_scale=10.0, widths=[40, 15, 25, 20])

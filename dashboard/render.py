@@ -8,6 +8,7 @@ bodies, which Streamlit renders as Markdown with images, links, maths and colour
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -111,13 +112,39 @@ def rgba(rgb: tuple[int, int, int], alpha: float) -> str:
     return f"rgba({r},{g},{b},{clamp01(alpha):.2f})"
 
 
-def activation_colour(value: float, positive_scale: float, negative_scale: float) -> str:
-    """Orange for positive, blue for negative activations, opacity = |value| / scale, clamped."""
+LEVELS = 20
+"""Colour steps of a heatmap: opacity in twentieths, too fine for the eye to tell apart and few enough that a token
+carries a short class name ("p7") instead of a colour (a page holds thousands of tokens, sent to every student)."""
+
+_LAYERS = {"p": ("background:", POSITIVE_RGB), "n": ("background:", NEGATIVE_RGB),
+           "s": ("border-bottom:3px solid ", SIMULATED_RGB)}
+"""Heatmap class prefixes: positive and negative activation as the background, a simulation as a green underline."""
+
+
+def level_class(prefix: str, share: float) -> str:
+    """The heatmap class of `share` (0-1, clamped) of full colour: "p7" is 7/20 of the positive colour; "" for none."""
+    level = round(clamp01(share) * LEVELS)
+    return f"{prefix}{level}" if level else ""
+
+
+def heat_class(value: float, positive_scale: float, negative_scale: float) -> str:
+    """Orange for positive, blue for negative activations, opacity = |value| / scale, clamped (a level_class)."""
     if value is None or math.isnan(value):
-        return rgba(POSITIVE_RGB, 0.0)
+        return ""
     if value >= 0:
-        return rgba(POSITIVE_RGB, value / positive_scale if positive_scale > 0 else 0.0)
-    return rgba(NEGATIVE_RGB, -value / negative_scale if negative_scale > 0 else 0.0)
+        return level_class("p", value / positive_scale if positive_scale > 0 else 0.0)
+    return level_class("n", -value / negative_scale if negative_scale > 0 else 0.0)
+
+
+def level_css(classes: set[str]) -> str:
+    """A style block for the heatmap classes in `classes` (scoped to heatmaps; colours from the class's numbers)."""
+    rules = []
+    for name in sorted(classes):
+        prefix, level = name[:1], name[1:]
+        if prefix in _LAYERS and level.isdigit():
+            declaration, rgb = _LAYERS[prefix]
+            rules.append(f".na-heatmap .{name}{{{declaration}{rgba(rgb, int(level) / LEVELS)}}}")
+    return f"<style>{''.join(rules)}</style>" if rules else ""
 
 
 @dataclass(frozen=True)
@@ -140,7 +167,9 @@ background, simulated as a green underline."""
 def heatmap_html(
     rows: Sequence[HeatmapRow], *, positive_scale: float, negative_scale: float = 0.0, mode: str = "real"
 ) -> str:
-    """Excerpts as coloured tokens with hover values (a HEATMAP_MODES mode)."""
+    """Excerpts as coloured tokens with hover values (a HEATMAP_MODES mode), after the style block of the colour
+    classes they use."""
+    used: set[str] = set()
     parts = ['<div class="na-heatmap" style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;'
              'font-size:13px;line-height:1.9">']
     for row in rows:
@@ -149,19 +178,23 @@ def heatmap_html(
             parts.append(f'<div style="font-family:sans-serif;font-size:11px;color:#666">{escape(row.label)}</div>')
         simulated = list(row.simulated) if row.simulated is not None else None
         if mode == "side by side" and simulated is not None:
-            parts.append(_token_line(row, positive_scale, negative_scale, None, tag=N_("real")))
-            parts.append(_token_line(row, positive_scale, negative_scale, simulated, tag=N_("simulated")))
+            parts.append(_token_line(row, positive_scale, negative_scale, None, N_("real"), used))
+            parts.append(_token_line(row, positive_scale, negative_scale, simulated, N_("simulated"), used))
         else:
             overlay = simulated if mode == "overlaid" else None
-            parts.append(_token_line(row, positive_scale, negative_scale, overlay, tag=""))
+            parts.append(_token_line(row, positive_scale, negative_scale, overlay, "", used))
         parts.append("</div>")
     parts.append("</div>")
-    return "".join(parts)
+    return level_css(used) + "".join(parts)
 
 
-def _token_line(
-    row: HeatmapRow, positive_scale: float, negative_scale: float, simulated: list[float] | None, tag: str
-) -> str:
+@functools.lru_cache(maxsize=65536)
+def _token_text(token: str) -> str:
+    return escape(display_token(token))  # tokens repeat across excerpts and neurons
+
+
+def _token_line(row: HeatmapRow, positive_scale: float, negative_scale: float, simulated: list[float] | None,
+                tag: str, used: set[str]) -> str:
     out = ['<div style="white-space:pre-wrap;word-break:break-word">']
     if tag:
         out.append(f'<span style="font-family:sans-serif;font-size:10px;color:#888;display:inline-block;'
@@ -169,22 +202,25 @@ def _token_line(
     # looked up once per line, filled per token
     lang = language()
     simulated_title = _("simulated {value}/10")
+    tenths = 10.0 / positive_scale if positive_scale > 0 else 0.0
     for index, (token, raw) in enumerate(zip(row.tokens, row.activations, strict=False)):
         value = float(raw)
         sim = simulated[index] if simulated is not None and index < len(simulated) else None
-        normalized = 10.0 * value / positive_scale if positive_scale > 0 else 0.0
-        # short on purpose: a page holds thousands of these, and every byte is sent to every student
-        title = (f"{display_token(token)!r}: {number_in(value, '.3f', lang)} "
-                 f"({number_in(normalized, '.1f', lang)}/10)")
-        if tag == "simulated" and sim is not None:
-            style = f"background:{rgba(POSITIVE_RGB, float(sim) / 10.0)}"
+        # short on purpose (the token is in sight): a page holds thousands of these, every byte goes to every student
+        title = f"{number_in(value, '.3f', lang)} ({number_in(value * tenths, '.1f', lang)}/10)"
+        if sim is not None:
             title += ", " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
+        if tag == "simulated" and sim is not None:
+            classes = level_class("p", float(sim) / 10.0)
         else:
-            style = f"background:{activation_colour(value, positive_scale, negative_scale)}"
-            if sim is not None:
-                style += f";border-bottom:3px solid {rgba(SIMULATED_RGB, float(sim) / 10.0)}"
-                title += ", " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
-        out.append(f'<span style="{style}" title="{escape(title)}">{escape(display_token(token))}</span>')
+            classes = heat_class(value, positive_scale, negative_scale)
+            if sim is not None and (underline := level_class("s", float(sim) / 10.0)):
+                classes = f"{classes} {underline}" if classes else underline
+        if classes:
+            used.update(classes.split())
+            out.append(f'<span class="{classes}" title="{escape(title)}">{_token_text(token)}</span>')
+        else:
+            out.append(f'<span title="{escape(title)}">{_token_text(token)}</span>')
     out.append("</div>")
     return "".join(out)
 

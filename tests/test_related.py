@@ -299,6 +299,13 @@ def test_tables_equal_brute_force(model_type: str, tiny_cache, tmp_path: Path) -
                 (m.token_id, m.mean_activation, m.count) for m in means
             ]
             assert all(t.count is not None and t.count >= 3 for t in found)
+        # several kinds in one query (the related page): each kind's list as checked above, cut to the limit
+        neuron = NeuronId(1, 3)
+        tokens = store.related_tokens_of_kinds(neuron, list(RelatedTokenKind), limit=4)
+        assert tokens == {kind: store.related_tokens(neuron, kind)[:4] for kind in RelatedTokenKind}
+        neurons = store.related_neurons_of_kinds(neuron, list(RelatedNeuronKind), limit=3)
+        assert neurons == {kind: store.related_neurons(neuron, kind)[:3] for kind in RelatedNeuronKind}
+        assert any(len(found) == 3 < len(store.related_neurons(neuron, kind)) for kind, found in neurons.items())
 
 
 def test_resume_after_interruption_gives_the_same_tables(deep_llama, tmp_path: Path) -> None:

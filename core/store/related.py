@@ -18,6 +18,8 @@ from core.store.schema import RESULTS, read_meta, write_meta
 from core.types import NeuronId, RelatedNeuron, RelatedNeuronKind, RelatedToken, RelatedTokenKind
 
 _RELATED_TABLES = ("related_tokens", "related_neurons", "related_layers")
+_FROM_TOKEN_MEANS = (RelatedTokenKind.ACTIVATION_TOP, RelatedTokenKind.ACTIVATION_BOTTOM)
+"""Related-token kinds read from the recording's token means, not from the related tables."""
 
 
 class RelatedQueries(RecordingQueries):
@@ -26,26 +28,48 @@ class RelatedQueries(RecordingQueries):
     def related_tokens(self, neuron: NeuronId, kind: RelatedTokenKind | str, limit: int = 20) -> list[RelatedToken]:
         """A neuron's related tokens of one kind, best first; activation_* come from token_means (with counts)."""
         kind = RelatedTokenKind(kind)
-        if kind in (RelatedTokenKind.ACTIVATION_TOP, RelatedTokenKind.ACTIVATION_BOTTOM):
-            means = self.token_means(neuron, limit, highest=kind == RelatedTokenKind.ACTIVATION_TOP)
-            return [RelatedToken(m.token_id, m.token, m.mean_activation, m.count) for m in means]
-        rows = self._db.cursor().execute(
-            f"SELECT r.token_id, coalesce(v.token, ''), r.value FROM {RESULTS}.related_tokens r "
-            f"LEFT JOIN {RESULTS}.model_vocab v USING (token_id) "
-            "WHERE r.layer = ? AND r.neuron = ? AND r.kind = ? ORDER BY r.rank LIMIT ?",
-            [neuron.layer, neuron.neuron, str(kind), limit],
-        ).fetchall()
-        return [RelatedToken(int(r[0]), r[1], float(r[2])) for r in rows]
+        return self.related_tokens_of_kinds(neuron, [kind], limit)[kind]
+
+    def related_tokens_of_kinds(self, neuron: NeuronId, kinds: Sequence[RelatedTokenKind | str], limit: int = 20
+                                ) -> dict[RelatedTokenKind, list[RelatedToken]]:
+        """`related_tokens` of several kinds, the weight-based ones in one query (a page shows four lists)."""
+        chosen = [RelatedTokenKind(kind) for kind in kinds]
+        found: dict[RelatedTokenKind, list[RelatedToken]] = {kind: [] for kind in chosen}
+        weighted = [str(kind) for kind in chosen if kind not in _FROM_TOKEN_MEANS]
+        for kind in chosen:
+            if kind in _FROM_TOKEN_MEANS:
+                means = self.token_means(neuron, limit, highest=kind == RelatedTokenKind.ACTIVATION_TOP)
+                found[kind] = [RelatedToken(m.token_id, m.token, m.mean_activation, m.count) for m in means]
+        if weighted:
+            rows = self._db.cursor().execute(
+                f"SELECT r.kind, r.token_id, coalesce(v.token, ''), r.value FROM {RESULTS}.related_tokens r "
+                f"LEFT JOIN {RESULTS}.model_vocab v USING (token_id) "
+                "WHERE r.layer = ? AND r.neuron = ? AND r.kind IN (SELECT unnest(?)) "
+                "QUALIFY row_number() OVER (PARTITION BY r.kind ORDER BY r.rank) <= ? ORDER BY r.kind, r.rank",
+                [neuron.layer, neuron.neuron, weighted, limit],
+            ).fetchall()
+            for r in rows:
+                found[RelatedTokenKind(r[0])].append(RelatedToken(int(r[1]), r[2], float(r[3])))
+        return found
 
     def related_neurons(self, neuron: NeuronId, kind: RelatedNeuronKind | str, limit: int = 10) -> list[RelatedNeuron]:
         """A neuron's related neurons of one kind, strongest first ([] until `python -m core related` ran)."""
         kind = RelatedNeuronKind(kind)
+        return self.related_neurons_of_kinds(neuron, [kind], limit)[kind]
+
+    def related_neurons_of_kinds(self, neuron: NeuronId, kinds: Sequence[RelatedNeuronKind | str], limit: int = 10
+                                 ) -> dict[RelatedNeuronKind, list[RelatedNeuron]]:
+        """`related_neurons` of several kinds in one query (the related page shows every kind)."""
+        found: dict[RelatedNeuronKind, list[RelatedNeuron]] = {RelatedNeuronKind(kind): [] for kind in kinds}
         rows = self._db.cursor().execute(
-            f"SELECT other_layer, other_neuron, strength FROM {RESULTS}.related_neurons "
-            "WHERE layer = ? AND neuron = ? AND kind = ? ORDER BY rank LIMIT ?",
-            [neuron.layer, neuron.neuron, str(kind), limit],
+            f"SELECT kind, other_layer, other_neuron, strength FROM {RESULTS}.related_neurons "
+            "WHERE layer = ? AND neuron = ? AND kind IN (SELECT unnest(?)) "
+            "QUALIFY row_number() OVER (PARTITION BY kind ORDER BY rank) <= ? ORDER BY kind, rank",
+            [neuron.layer, neuron.neuron, [str(kind) for kind in found], limit],
         ).fetchall()
-        return [RelatedNeuron(NeuronId(int(r[0]), int(r[1])), float(r[2])) for r in rows]
+        for r in rows:
+            found[RelatedNeuronKind(r[0])].append(RelatedNeuron(NeuronId(int(r[1]), int(r[2])), float(r[3])))
+        return found
 
     def related_settings(self) -> dict[str, Any] | None:
         """{"settings": ..., "finished": bool} of the last related run, None when there was none."""

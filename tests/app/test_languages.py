@@ -250,7 +250,7 @@ def test_heatmap_hover_and_legend_are_in_the_language_with_its_numbers():
         markup = render.heatmap_html([row], positive_scale=2.0, mode="side by side")
         legend = render.legend_html(2.5, 0.75, simulated=True)
     assert ">gerçek<" in markup and ">tahmin<" in markup
-    assert "'return': 1,500 (7,5/10), tahmin 7,2/10" in html.unescape(markup)
+    assert "1,500 (7,5/10), tahmin 7,2/10" in html.unescape(markup)
     assert "2,5 değerine kadar aktivasyon" in legend and "-0,75 değerine kadar negatif" in legend
     assert "tokenin üzerine" in legend and "hover" not in legend
     english = render.legend_html(2.5, 0.75, simulated=True)  # outside: English again

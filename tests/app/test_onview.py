@@ -6,6 +6,7 @@ command line, related tables of layers 0-1)."""
 from __future__ import annotations
 
 import html
+import re
 
 from test_pages import no_errors, opened, texts
 
@@ -13,6 +14,7 @@ from core.live import ON_VIEW_SOURCE, explain_on_view
 from core.score import is_readable
 from core.types import NeuronId
 from dashboard.onview import BACKGROUND, ON_VIEW_NOTE, SEEN_MARK
+from dashboard.render import display_token
 
 UNDEFINED = ("undefined", "nan", "NaN", "None")
 
@@ -56,13 +58,16 @@ def test_the_tokens_it_fires_on_most_are_shown_as_evidence_beside_the_explanatio
     at.switch_page("pages/insights.py").run()
     no_errors(at)
     assert "Tokens it fires on most" in texts(at)
-    table = next(d.value for d in at.dataframe if "mean level (0-10)" in d.value.columns)
+    table = next(h.value for h in at.get("html") if "Tokens it fires on most" in h.value)
+    rows = [[html.unescape(cell) for cell in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table)[1:]]  # after the header
     expected = token_evidence(opened(app_cache).reader, NeuronId(0, 0))
-    assert 0 < len(table) == len(expected) <= 10
-    assert list(table["count"]) == [s.count for s in expected]
-    assert all(0 < level <= 10 for level in table["mean level (0-10)"])
+    assert 0 < len(rows) == len(expected) <= 10
+    assert [row[0] for row in rows] == [f'"{display_token(s.token)}"' for s in expected]
+    assert [int(row[1].replace(",", "")) for row in rows] == [s.count for s in expected]
+    assert all(0 < float(row[3]) <= 10 for row in rows)  # the mean level, drawn as a bar
     explanation = opened(app_cache).reader.explanations(NeuronId(0, 0))[0].text
-    assert explanation not in set(table["token"])  # evidence beside the explanation, never the explanation
+    assert explanation not in {row[0] for row in rows}  # evidence beside the explanation, never the explanation
 
 
 def test_related_lists_show_explanations_made_on_view_and_no_score_where_there_is_none(app, app_cache):

@@ -23,8 +23,13 @@ PAYLOADS = [
 
 
 def spans(markup: str) -> list[tuple[str, str, str]]:
-    """(style, title, text) of every token span."""
-    return re.findall(r'<span style="([^"]*)" title="([^"]*)">([^<]*)</span>', markup)
+    """(classes, title, text) of every token span."""
+    return re.findall(r'<span(?: class="([^"]*)")? title="([^"]*)">([^<]*)</span>', markup)
+
+
+def styles(markup: str) -> dict[str, str]:
+    """The heatmap's colour classes and their declarations, from its style block."""
+    return dict(re.findall(r"\.na-heatmap \.(\w+)\{([^}]*)\}", markup))
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
@@ -32,24 +37,31 @@ def test_heatmap_escapes_every_token_label_and_title(payload):
     row = ui.HeatmapRow([payload, "ok"], [1.0, -0.5], label=payload, simulated=[3.0, 11.0])
     for mode in ("real", "side by side", "overlaid"):
         markup = ui.heatmap_html([row], positive_scale=2.0, negative_scale=1.0, mode=mode)
-        # nothing the token or label wrote became markup: the only tags are ours
-        assert set(re.findall(r"<(/?\w+)", markup)) <= {"div", "/div", "span", "/span"}
-        assert not re.search(r"<(img|script|style|iframe)", markup)
-        texts = [html.unescape(text) for _, _, text in spans(markup)]
+        # nothing the token or label wrote became markup: the only tags are ours, the style block first
+        css, body = markup.split("</style>")
+        assert css.startswith("<style>") and "<" not in css[1:]
+        assert set(re.findall(r"<(/?\w+)", body)) <= {"div", "/div", "span", "/span"}
+        assert not re.search(r"<(img|script|style|iframe)", body)
+        texts = [html.unescape(text) for _, _, text in spans(body)]
         assert payload in texts  # shown as text, whole
-        for style, title, _ in spans(markup):
-            assert re.fullmatch(r"[a-z\-]+:[^;<>\"']+(;[a-z\-]+:[^;<>\"']+)*", style), style
+        rules = styles(markup)
+        for classes, title, _ in spans(body):
+            assert all(re.fullmatch(r"[pns]\d{1,2}", name) and name in rules for name in classes.split()), classes
             assert '"' not in title and "<" not in title
 
 
 def test_colours_come_from_clamped_numbers():
-    assert ui.activation_colour(5.0, 2.0, 1.0) == "rgba(255,106,0,1.00)"
-    assert ui.activation_colour(1.0, 2.0, 1.0) == "rgba(255,106,0,0.50)"
-    assert ui.activation_colour(-3.0, 2.0, 1.0) == "rgba(37,99,235,1.00)"
-    assert ui.activation_colour(-0.25, 2.0, 1.0) == "rgba(37,99,235,0.25)"
-    assert ui.activation_colour(float("nan"), 2.0, 1.0) == "rgba(255,106,0,0.00)"
-    assert ui.activation_colour(float("inf"), 2.0, 1.0) == "rgba(255,106,0,1.00)"
-    assert ui.activation_colour(-1.0, 2.0, 0.0) == "rgba(37,99,235,0.00)"  # no negative scale: no colour
+    assert ui.heat_class(5.0, 2.0, 1.0) == "p20"
+    assert ui.heat_class(1.0, 2.0, 1.0) == "p10"
+    assert ui.heat_class(-3.0, 2.0, 1.0) == "n20"
+    assert ui.heat_class(-0.25, 2.0, 1.0) == "n5"
+    assert ui.heat_class(float("nan"), 2.0, 1.0) == ""
+    assert ui.heat_class(float("inf"), 2.0, 1.0) == "p20"
+    assert ui.heat_class(-1.0, 2.0, 0.0) == ""  # no negative scale: no colour
+    assert ui.heat_class(0.01, 2.0, 1.0) == ""  # under half a step: no colour, no class
+    assert ui.level_css({"p20", "n5", "s10", "x3", "p"}) == (
+        "<style>.na-heatmap .n5{background:rgba(37,99,235,0.25)}.na-heatmap .p20{background:rgba(255,106,0,1.00)}"
+        ".na-heatmap .s10{border-bottom:3px solid rgba(22,163,74,0.50)}</style>")
     assert ui.rgba((300, -5, 12.7), 7.0) == "rgba(255,0,12,1.00)"
     for value in (math.nan, -math.inf, None, "x"):
         assert ui.clamp01(value) == 0.0  # type: ignore[arg-type]
@@ -59,8 +71,9 @@ def test_simulated_row_uses_the_shared_0_to_10_scale():
     row = ui.HeatmapRow(["a", "b"], [4.0, 0.0], simulated=[10.0, 5.0])
     markup = ui.heatmap_html([row], positive_scale=4.0, mode="side by side")
     real, simulated = markup.split(">simulated<")
-    assert "rgba(255,106,0,1.00)" in real and "rgba(255,106,0,0.00)" in real
-    assert "rgba(255,106,0,1.00)" in simulated and "rgba(255,106,0,0.50)" in simulated
+    assert [classes for classes, _, _ in spans(real)] == ["p20", ""]
+    assert [classes for classes, _, _ in spans(simulated)] == ["p20", "p10"]
+    assert styles(markup) == {"p10": "background:rgba(255,106,0,0.50)", "p20": "background:rgba(255,106,0,1.00)"}
     assert "simulated 5.0/10" in simulated
 
 

@@ -64,6 +64,10 @@ def _visit(url: str, browser, out: Path, neuron: NeuronId, height: int, saved: l
             page.get_by_role("button", name=translate("Run the model", lang)).click()
             page.locator(".na-heatmap").first.wait_for(timeout=180_000)
             wait_ready(page)
+        if name == "related":  # the listed neurons' explanations, made in the background, not their placeholders
+            pending = translate("(being explained by the offline default …)", lang)
+            page.get_by_text(pending).first.wait_for(state="detached", timeout=300_000)
+            wait_ready(page)
         target = out / f"{name}{suffix}.png"
         page.screenshot(path=str(target))
         saved.append(target)

@@ -82,12 +82,15 @@ def test_the_teacher_shows_a_neuron_and_the_students_page_offers_it(class_server
         student.get_by_label("Your name or nickname").fill("Ada")
         student.get_by_role("button", name="Put it on the board").click()
         student.get_by_text("On the board with a score of").wait_for(timeout=60_000)
-        teacher.goto(f"{class_server.url}/classroom?layer=0&neuron=3")
+        # through the sidebar, not a new link: a link opened anew is a new session, signed out
+        teacher.locator("[data-testid='stSidebarNav'] a", has_text="Explain it together").click()
+        teacher.wait_for_url(re.compile(r"/classroom\?.*neuron=3"), timeout=60_000)
         wait_ready(teacher)
         board = teacher.locator("table.na-table").first
         board.wait_for(timeout=30_000)
         assert "commas and full stops" in board.inner_text() and "Ada" in board.inner_text()
-        board.scroll_into_view_if_needed()
+        assert teacher.get_by_text("Teacher: the board").count() == 1  # still signed in: the board's controls
+        teacher.get_by_text("Teacher: the board").scroll_into_view_if_needed()
         teacher.screenshot(path=str(artifacts / "classroom-teacher-board.png"))  # README's workshop screenshots
     finally:
         teacher_context.close()
