@@ -41,14 +41,13 @@ from core.offline.evidence import neuron_statistics, normalize
 from core.offline.writer import CANDIDATES, write_phrases
 from core.score import (
     ScoredExplanation,
-    ScoreError,
+    explaining_excerpts,
     readability_problem,
-    scoring_excerpts,
     simulate_and_score,
 )
 from core.simulate import SimulationError, Simulator
 from core.store import CacheReader, ResultsWriter
-from core.types import ExcerptKind, ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
+from core.types import ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
 
 if TYPE_CHECKING:
     from core.llm import LLMClient, Usage
@@ -345,10 +344,8 @@ def explain_neuron(
 
     started = time.perf_counter()
     count = min(MAX_CANDIDATES, candidates or explainer.default_candidates)
-    store.check_neuron(neuron)
-    excerpts = store.neuron_excerpts(neuron, kinds=[ExcerptKind.TOP], splits=[Split.EXPLAIN])
-    if not excerpts:
-        raise ScoreError(f"neuron {neuron} has no explain excerpts in {store.path}: rebuild the cache")
+    splits = explaining_excerpts(store, neuron)  # one query for the three splits: a dashboard waits for this
+    excerpts = splits[Split.EXPLAIN]
 
     def failed(reason: str, text: str | None = None, kept: Sequence[Candidate] = ()) -> ExplanationResult:
         log.info("neuron %s failed: %s", neuron, reason)
@@ -367,14 +364,14 @@ def explain_neuron(
     except (LLMError, ExplainFailure) as error:
         return failed(f"explainer: {error}")
     try:
-        calibrate = scoring_excerpts(store, neuron, Split.CALIBRATE)
+        calibrate = splits[Split.CALIBRATE]
         chosen = [Candidate(t, simulate_and_score(neuron, t, simulator, calibrate, Split.CALIBRATE).scores)
                   for t in texts]
         best = chosen[0]
         for candidate in chosen[1:]:
             if _calibration_key(candidate) >= _calibration_key(best) + SELECTION_MARGIN:
                 best = candidate
-        scored = simulate_and_score(neuron, best.text, simulator, scoring_excerpts(store, neuron), Split.SCORE)
+        scored = simulate_and_score(neuron, best.text, simulator, splits[Split.SCORE], Split.SCORE)
     except SpendingCapReached:
         raise
     except (LLMError, SimulationError) as error:

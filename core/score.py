@@ -123,7 +123,7 @@ def pearson(truth: Sequence[float] | np.ndarray, predicted: Sequence[float] | np
     sx, sy = float(np.sqrt((x * x).sum())), float(np.sqrt((y * y).sum()))
     if sx <= _CONSTANT * max(1.0, np.abs(x).max()) or sy <= _CONSTANT * max(1.0, np.abs(y).max()):
         return None
-    return float(np.clip((x * y).sum() / (sx * sy), -1.0, 1.0))
+    return min(1.0, max(-1.0, float((x * y).sum()) / (sx * sy)))
 
 
 def score_simulations(excerpts: Sequence[ExcerptSimulation]) -> Scores:
@@ -150,7 +150,22 @@ def scoring_excerpts(store: CacheReader, neuron: NeuronId, split: Split = Split.
     if split not in (Split.SCORE, Split.CALIBRATE):
         raise ScoreError(f"scores use the {Split.SCORE} or {Split.CALIBRATE} excerpts, not {split}")
     store.check_neuron(neuron)
-    excerpts = store.neuron_excerpts(neuron, kinds=SCORED_KINDS, splits=[split])
+    return _required(store.neuron_excerpts(neuron, kinds=SCORED_KINDS, splits=[split]), store, neuron, split)
+
+
+def explaining_excerpts(store: CacheReader, neuron: NeuronId) -> dict[Split, list[NeuronExcerpt]]:
+    """What explaining one neuron reads, in one query: the top excerpts of the explain split, the top and random
+    excerpts of the calibrate and score splits (ScoreError when a split has none)."""
+    store.check_neuron(neuron)
+    found: dict[Split, list[NeuronExcerpt]] = {Split.EXPLAIN: [], Split.CALIBRATE: [], Split.SCORE: []}
+    for excerpt in store.neuron_excerpts(neuron, kinds=SCORED_KINDS, splits=list(found)):
+        if excerpt.split != Split.EXPLAIN or excerpt.kind == ExcerptKind.TOP:
+            found[excerpt.split].append(excerpt)
+    return {split: _required(excerpts, store, neuron, split) for split, excerpts in found.items()}
+
+
+def _required(excerpts: list[NeuronExcerpt], store: CacheReader, neuron: NeuronId, split: Split
+              ) -> list[NeuronExcerpt]:
     if not excerpts:
         raise ScoreError(f"neuron {neuron} has no {split} excerpts in {store.path}: rebuild the cache")
     return excerpts

@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from core import prompts
-from core.offline.families import BY_KEY, REGION_NAMES, TOKEN_FAMILY_NAMES, Family
+from core.offline.families import BY_KEY, REGION_NAMES, TOKEN_FAMILY_NAMES
 from core.offline.view import TokenView, token_view
 
 FULL = 10.0
@@ -283,10 +283,21 @@ _GENERIC_NOUNS_TEXT = "token tokens word words term terms name names thing thing
 _GENERIC_NOUNS = frozenset(_GENERIC_NOUNS_TEXT.split())
 
 
-def _families(text: str, table: list[tuple[re.Pattern[str], Family]]) -> tuple[list[str], str]:
-    """Family keys named in `text` (where names overlap, the longest wins: "keyword arguments" over "keyword") and
-    the text with their names blanked."""
-    matches = sorted(((m.start(), -len(m.group(0)), m.end(), f.key) for pattern, f in table
+_FAMILY_TABLES = {"tokens": TOKEN_FAMILY_NAMES, "regions": REGION_NAMES}
+"""The names of token families and of places (regions), by which `_families` reads."""
+
+
+def _families(text: str, table: str) -> tuple[list[str], str]:
+    """Family keys of `table` ("tokens" or "regions") named in `text` (where names overlap, the longest wins:
+    "keyword arguments" over "keyword") and the text with their names blanked."""
+    found, blanked = _named_families(text, table)
+    return list(found), blanked
+
+
+@lru_cache(maxsize=16384)
+def _named_families(text: str, table: str) -> tuple[tuple[str, ...], str]:
+    # kept per text: the writer reads the same parts again in every phrase it tries
+    matches = sorted(((m.start(), -len(m.group(0)), m.end(), f.key) for pattern, f in _FAMILY_TABLES[table]
                       for m in pattern.finditer(text)))
     found: list[str] = []
     blanked = list(text)
@@ -298,7 +309,7 @@ def _families(text: str, table: list[tuple[re.Pattern[str], Family]]) -> tuple[l
         if key not in found:
             found.append(key)
         blanked[start:end] = " " * (end - start)
-    return found, "".join(blanked)
+    return tuple(found), "".join(blanked)
 
 
 def _selector(text: str, source: _Text, *, every_case: bool = False, context: bool = False) -> Selector:
@@ -312,8 +323,8 @@ def _selector(text: str, source: _Text, *, every_case: bool = False, context: bo
             exact.setdefault(token, level)
         else:
             loose.add(token.strip().casefold())
-    families, rest = _families(text, TOKEN_FAMILY_NAMES)
-    places, rest = _families(rest, REGION_NAMES)  # "comments" alone: every token in comments
+    families, rest = _families(text, "tokens")
+    places, rest = _families(rest, "regions")  # "comments" alone: every token in comments
     families += places
     forms = bool(_FORMS.search(rest))
     words = [w for w in re.findall(r"[a-z][a-z0-9_'-]*", _SLOT.sub(" ", rest))]
@@ -381,7 +392,7 @@ def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | 
     extra: list[str] = []  # context words that name no place: read as part of the target ("in" as a word)
     for kind, part in contexts:
         if kind in ("inside", "outside"):
-            regions, _ = _families(part, REGION_NAMES)
+            regions, _ = _families(part, "regions")
             if regions:
                 (inside if kind == "inside" else outside).extend(regions)
             else:
@@ -389,8 +400,8 @@ def _clause(text: str, source: _Text, level: float, negative: bool) -> Clause | 
                 # tokens the words there name ("pieces inside words, like 'inter'", "inside or outside: within")
                 extra += _SLOT.findall(part)
         elif kind == "exclude":
-            regions, _ = _families(part, REGION_NAMES)
-            if regions and not _families(part, TOKEN_FAMILY_NAMES)[0]:
+            regions, _ = _families(part, "regions")
+            if regions and not _families(part, "tokens")[0]:
                 outside.extend(regions)
             else:
                 exclude = _selector(part, source)
@@ -558,7 +569,11 @@ def _clause_levels(clause: Clause, view: TokenView, knowledge: Knowledge | None)
 def predict(reading: Reading, tokens: Sequence[str], knowledge: Knowledge | None = None) -> list[float]:
     """Predicted level (0-10) of each token under an explanation's reading (with `knowledge`, words that belong to
     a family the explanation names in its own words count too)."""
-    view = token_view(tuple(tokens))
+    return predict_view(reading, token_view(tuple(tokens)), knowledge).tolist()
+
+
+def predict_view(reading: Reading, view: TokenView, knowledge: Knowledge | None = None) -> np.ndarray:
+    """`predict` on an excerpt's view, as an array (the writer tries hundreds of phrases on the same views)."""
     positive = np.zeros(len(view), dtype=np.float64)
     negative = np.zeros(len(view), dtype=np.float64)
     for clause in reading.clauses:
@@ -567,14 +582,13 @@ def predict(reading: Reading, tokens: Sequence[str], knowledge: Knowledge | None
             negative = np.maximum(negative, levels)
         else:
             positive = np.maximum(positive, levels)
-    positive = np.clip(positive, 0.0, prompts.SCALE_MAX)
+    positive = np.minimum(positive, prompts.SCALE_MAX)  # levels are absolute values: no lower bound to clip
     if not reading.has_negative:
-        return positive.tolist()
+        return positive
     base = NEGATIVE_BASE
-    negative = np.clip(negative, 0.0, prompts.SCALE_MAX)
-    values = np.where(positive > 0, base + positive * (prompts.SCALE_MAX - base) / prompts.SCALE_MAX,
-                      base * (1.0 - negative / prompts.SCALE_MAX))
-    return values.tolist()
+    negative = np.minimum(negative, prompts.SCALE_MAX)
+    return np.where(positive > 0, base + positive * (prompts.SCALE_MAX - base) / prompts.SCALE_MAX,
+                    base * (1.0 - negative / prompts.SCALE_MAX))
 
 
 def predict_text(explanation: str, tokens: Sequence[str], knowledge: Knowledge | None = None) -> list[float]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from core import prompts
 from core.offline.families import BY_KEY, TOKEN_FAMILIES
-from core.offline.reader import predict_text
+from core.offline.reader import predict_view, read_explanation
 from core.offline.view import TokenView, token_view
 from core.score import is_readable, pearson
 from core.types import NeuronExcerpt
@@ -93,7 +93,8 @@ def _read(excerpts: Sequence[NeuronExcerpt]) -> _Excerpts:
 
 def fit(text: str, data: _Excerpts) -> float:
     """How well the reader's reading of `text` predicts the EXPLAIN excerpts (Pearson, pooled; -1 if undefined)."""
-    predicted = np.concatenate([predict_text(text, view.tokens) for view in data.views])
+    reading = read_explanation(text)
+    predicted = np.concatenate([predict_view(reading, view) for view in data.views])
     score = pearson(data.activations, predicted)
     return -1.0 if score is None else score
 
@@ -261,7 +262,8 @@ def _and(names: Sequence[str]) -> str:
 
 def _with_mean(part: Part, data: _Excerpts) -> Part:
     """The part with the mean activation on what it names fully (not its loose matches)."""
-    predicted = np.concatenate([predict_text(part.text, view.tokens) for view in data.views])
+    reading = read_explanation(part.text)
+    predicted = np.concatenate([predict_view(reading, view) for view in data.views])
     chosen = data.activations[predicted >= predicted.max()] if predicted.max() > 0 else predicted[:0]
     return Part(part.text, part.kind, part.tokens, float(chosen.mean()) if chosen.size else 0.0)
 
@@ -284,6 +286,7 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
     plain = [_with_mean(p, data) for p in _plain_parts(data)]
     singles = plain + _context_parts(data) + _negative_parts(data)
     scored: dict[str, float] = {}
+    position = {part: index for index, part in enumerate(singles)}  # one order per set of parts
 
     def consider(parts: Sequence[Part]) -> float:
         """The best fit of the phrases these parts make (one order per set of parts): flat, and graded by strength
@@ -292,7 +295,7 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
             return -1.0
         best = -1.0
         for graded in (False, True):
-            text = join(sorted(parts, key=singles.index), graded)
+            text = join(sorted(parts, key=position.__getitem__), graded)
             if text and is_readable(text):
                 if text not in scored:
                     scored[text] = fit(text, data)
