@@ -72,6 +72,11 @@ def partial_dir(cache_path: str | Path) -> Path:
     return Path(str(cache_path) + ".partial")
 
 
+def build_lock_path(cache_path: str | Path) -> Path:
+    """The lock file a build of the cache holds while it runs (two builds of one cache would share its progress)."""
+    return Path(str(cache_path) + ".build.lock")
+
+
 def pipeline_files(cache_path: str | Path) -> tuple[Path, ...]:
     """The files the command line writes for a cache (recording, then results if there are any): what a copy of
     a cache must take along. The notes file belongs to whoever runs the dashboard, so it is not listed."""

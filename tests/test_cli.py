@@ -56,6 +56,29 @@ def test_build_on_a_tiny_model_then_again_is_a_no_op(tiny_model_folder, tmp_path
     assert again.returncode == 0 and "already built" in again.stdout
 
 
+def test_a_second_build_of_the_same_cache_is_one_line_naming_the_first(tiny_model_folder, tmp_path):
+    from core.paths import build_lock_path
+    from core.store.publish import FileLock
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
+    cache = tmp_path / "tiny.duckdb"
+    args = ("build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
+            "--excerpt-len", "16", "--cache", str(cache), "--quiet")
+    held = FileLock(build_lock_path(cache), busy=lambda holder: holder, unwritable=str)  # as a running build holds it
+    try:
+        before = folder_digest(tmp_path)
+        second = run_cli(*args)
+        assert_one_line_error(second, f"another build of {cache} is running (process {os.getpid()})",
+                              "wait until it finishes")
+        assert folder_digest(tmp_path) == before  # nothing begun beside the running build's files
+    finally:
+        held.release()
+    after = run_cli(*args)  # once the first is done, a build goes ahead
+    assert after.returncode == 0, after.stderr
+    assert "recorded 2 layers x 48 neurons" in after.stdout and not build_lock_path(cache).exists()
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

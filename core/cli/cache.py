@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.cli.args import CliError, default_cache_path, int_range
-from core.paths import CACHE_DIR_NAME, DEMO_CACHE_NAME, partial_dir, results_path
+from core.paths import CACHE_DIR_NAME, DEMO_CACHE_NAME, build_lock_path, partial_dir, results_path
 
 if TYPE_CHECKING:
     from core.record import BuildPlan, RecordConfig
@@ -42,17 +42,40 @@ def add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from core.corpus import build_corpus
-    from core.models import load_model
-    from core.record import BuildPlan, RecordConfig, record_corpus
+    from core.store.publish import FileLock
 
     if args.tokens < args.excerpt_len:
         raise CliError(f"--tokens ({args.tokens}) must be at least --excerpt-len ({args.excerpt_len})")
     cache = args.cache or default_cache_path(args.model, args.corpus)
-    if cache.exists() and not args.force and not partial_dir(cache).exists():
-        print(f"{cache} is already built; `python -m core info {cache}` describes it, --force rebuilds it")
+    if _already_built(cache, args.force):
         return 0
     cache.parent.mkdir(parents=True, exist_ok=True)
+    # before anything is written: a second build would share the first one's progress folder and files
+    lock = FileLock(
+        build_lock_path(cache),
+        busy=lambda holder: (f"another build of {cache} is running (process {holder}); wait until it finishes, or "
+                             "stop it (the next build goes on from where it stopped)"),
+        unwritable=lambda error: (f"cannot build in {cache.parent}: {error.strerror}; choose a folder you can write "
+                                  "with --cache"))
+    try:
+        return 0 if _already_built(cache, args.force) else _build(args, cache)  # finished while this one started
+    finally:
+        lock.release()
+
+
+def _already_built(cache: Path, force: bool) -> bool:
+    """Whether `cache` is complete and not to be rebuilt (then says so)."""
+    if cache.exists() and not force and not partial_dir(cache).exists():
+        print(f"{cache} is already built; `python -m core info {cache}` describes it, --force rebuilds it")
+        return True
+    return False
+
+
+def _build(args: argparse.Namespace, cache: Path) -> int:
+    from core.corpus import build_corpus
+    from core.models import load_model
+    from core.record import BuildPlan, RecordConfig, record_corpus
+
     cfg = RecordConfig(top_k=args.top_k, bottom_k=args.top_k, batch_size=args.batch_size, seed=args.seed,
                        checkpoint_seconds=args.checkpoint_seconds)
     plan = BuildPlan(

@@ -85,26 +85,29 @@ def _remove(path: Path) -> None:
     _wal(path).unlink(missing_ok=True)
 
 
-class WriterLock:
-    """An exclusive, non-blocking flock on the results' lock file, held until `release` (or the process ends).
+class FileLock:
+    """An exclusive, non-blocking flock on a lock file, held until `release` (or the process ends, also on kill -9).
 
-    The lock file holds the writer's process id and is removed on release; a writer that locked a file removed
-    meanwhile (its inode is no longer the path's) tries again, so two writers never hold locks on different files.
+    The lock file holds the holder's process id and is removed on release; a process that locked a file removed
+    meanwhile (its inode is no longer the path's) tries again, so two processes never hold locks on different files.
+    `busy(holder)` is the StoreError message when another process (id `holder`) holds it, `unwritable(error)` the
+    one when the lock file cannot be made.
     """
 
-    def __init__(self, files: ResultsFiles, cache_path: Path) -> None:
-        self._path = files.lock
+    def __init__(self, path: Path, busy: Callable[[str], str], unwritable: Callable[[OSError], str]) -> None:
+        self._path = path
         self._fd: int | None = None
         for _ in range(100):
-            fd = self._open(cache_path)
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise StoreError(unwritable(error)) from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
-                raise StoreError(f"another command (process {holder}) is writing the results of {cache_path}; wait "
-                                 "until it finishes, or stop it (its published work is kept and the next run goes "
-                                 "on from there)") from None
+                raise StoreError(busy(holder)) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self._path).st_ino
             except FileNotFoundError:
@@ -118,13 +121,6 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
-    def _open(self, cache_path: Path) -> int:
-        try:
-            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StoreError(f"cannot write results beside {cache_path}: {error.strerror} ({self._path}); make the "
-                             "folder writable, or work on a copy of the cache in a folder you can write") from error
-
     def release(self) -> None:
         """Remove the lock file and drop the lock (in that order: see the class docstring)."""
         if self._fd is not None:
@@ -132,6 +128,21 @@ class WriterLock:
                 self._path.unlink()
             os.close(self._fd)
             self._fd = None
+
+
+class WriterLock(FileLock):
+    """The one writer of a cache's results (NAME.results.duckdb.lock): a second writer stops at once, naming the
+    first."""
+
+    def __init__(self, files: ResultsFiles, cache_path: Path) -> None:
+        super().__init__(
+            files.lock,
+            busy=lambda holder: (f"another command (process {holder}) is writing the results of {cache_path}; wait "
+                                 "until it finishes, or stop it (its published work is kept and the next run goes "
+                                 "on from there)"),
+            unwritable=lambda error: (f"cannot write results beside {cache_path}: {error.strerror} ({files.lock}); "
+                                      "make the folder writable, or work on a copy of the cache in a folder you "
+                                      "can write"))
 
 
 def copy_file(source: Path, target: Path, point: str) -> None:
