@@ -11,8 +11,10 @@ Nothing here imports torch or streamlit, so the dashboard can ask where caches a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -178,3 +180,28 @@ def build_command(path: Path | None = None) -> str:
     except ValueError:
         shown = target
     return f"python -m core demo --cache {shown}"
+
+
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A write that found no room: a full disk, a full quota, a file size limit."""
+_NO_ROOM_TEXTS = tuple(os.strerror(code) for code in NO_ROOM_ERRNOS)
+"""The same as the system words them (DuckDB reports them inside its own errors)."""
+_DUCKDB_FILE = re.compile(r'(?:write|open|create) file "([^"]+)"')
+
+
+def no_room(error: BaseException) -> str | None:
+    """What could not be written (a path, else the system's words) when `error`, or an error it came from, is a
+    write that found no room on the disk; None for any other error."""
+    seen: BaseException | None = error
+    for _ in range(20):  # the chain of causes is short; a bound keeps a strange one from looping
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in NO_ROOM_ERRNOS:
+            return str(seen.filename or seen.strerror)
+        text = str(seen)
+        if any(words in text for words in _NO_ROOM_TEXTS):
+            found = _DUCKDB_FILE.search(text)
+            return found.group(1) if found else next(w for w in _NO_ROOM_TEXTS if w in text)
+        seen = seen.__cause__ or seen.__context__
+    return None
+

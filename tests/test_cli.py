@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.paths import temp_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +80,28 @@ def test_a_second_build_of_the_same_cache_is_one_line_naming_the_first(tiny_mode
     assert after.returncode == 0, after.stderr
     assert "recorded 2 layers x 48 neurons" in after.stdout and not build_lock_path(cache).exists()
 
+
+def test_a_build_that_finds_no_room_is_one_line_and_leaves_no_half_written_file(tiny_model_folder, tmp_path):
+    """A file size limit (RLIMIT_FSIZE) stands in for a full disk: the kernel refuses the write the same way
+    (EFBIG instead of ENOSPC), in DuckDB's writes and in ours alike, without a disk of its own for the test."""
+    import resource
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
+    cache = tmp_path / "tiny.duckdb"
+    args = ["build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
+            "--excerpt-len", "16", "--cache", str(cache), "--quiet"]
+
+    def small_files() -> None:  # in the child only: no file it writes may grow past 200 KB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    full = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300, preexec_fn=small_files)
+    assert_one_line_error(full, "no room left on the disk to write", "free some space", "run the same command again")
+    assert not cache.exists() and not temp_path(cache).exists() and not Path(f"{temp_path(cache)}.wal").exists()
+    again = run_cli(*args)  # with room again, the same command finishes the build
+    assert again.returncode == 0, again.stderr
+    assert "recorded 2 layers x 48 neurons" in again.stdout and cache.exists()
 
 @pytest.mark.parametrize(
     ("args", "fragments"),

@@ -11,6 +11,7 @@ from core.cli.args import CliError
 from core.cli.cache import add_build, add_demo, add_fill, add_info, add_migrate
 from core.cli.interop import add_export, add_import_openai
 from core.cli.pipeline import add_explain, add_related, add_score, add_show
+from core.paths import no_room
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -64,4 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        where = no_room(error)
+        if where is None:
+            raise
+        print(f"error: no room left on the disk to write {where}; free some space there (or choose another place "
+              "with --cache) and run the same command again: what was finished is kept, and a build goes on from "
+              "its last checkpoint", file=sys.stderr)
         return EXIT_USAGE
