@@ -273,6 +273,9 @@ class NeuronRow:
     """Text of the best-scoring explanation, None when the neuron has none."""
     score: float | None
     """That explanation's top-and-random score, None when unscored."""
+    made: bool = False
+    """The explanation is not the command line's but one the notes keep (the dashboard's, made when the neuron was
+    first viewed): lists mark it."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ labels and titles belong to the pages.
 |---|---|
 | app.py (the frame) | info |
 | pages/home.py | home, disagreements |
-| pages/picker.py | neuron_list |
+| pages/picker.py | neuron_list_on_view |
 | pages/insights.py | insights, people, evidence, on_view_explanations |
 | pages/scoring.py | scoring, people, simulation or live_simulation, on_view_explanations |
 | pages/related.py | related, on_view_explanations |
@@ -105,12 +105,25 @@ class NeuronList:
 
 
 def neuron_list(
-    reader: CacheReader, layer: int | None, search: str, order: str, descending: bool, limit: int
+    reader: CacheReader, layer: int | None, search: str, order: str, descending: bool, limit: int,
+    made_by: str | None = None,
 ) -> NeuronList:
-    """Neurons of one layer (or all), searched by explanation text and sorted (a core.store.NEURON_ORDERS key)."""
-    count = reader.count_neurons(layer=layer, search=search)
-    rows = reader.neuron_table(layer=layer, search=search, order=order, descending=descending, limit=limit)
+    """Neurons of one layer (or all), searched by explanation text and sorted (a core.store.NEURON_ORDERS key);
+    with `made_by`, that notes source's explanations fill the neurons without one (CacheReader.neuron_table)."""
+    count = reader.count_neurons(layer=layer, search=search, made_by=made_by)
+    rows = reader.neuron_table(layer=layer, search=search, order=order, descending=descending, limit=limit,
+                               made_by=made_by)
     return NeuronList(count, tuple(rows), limit)
+
+
+def neuron_list_on_view(
+    reader: CacheReader, notes: NotesQueries, layer: int | None, search: str, order: str, descending: bool, limit: int
+) -> NeuronList:
+    """`neuron_list` with the explanations made when neurons were first viewed (the notes) filling the neurons the
+    command line has not explained: searched, sorted and marked with the rest (a view of the notes too)."""
+    from core.live import ON_VIEW_SOURCE
+
+    return neuron_list(reader, layer, search, order, descending, limit, ON_VIEW_SOURCE)
 
 
 # --- one neuron ------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Find a neuron: go to one by number, step or jump at random, or pick from a table filtered by layer, sorted by
 score, density or maximum activation, and searched by explanation text.
 
-Data: core.views.neuron_list (cached per filter for every session); explanations made on view (kept in the notes)
-fill the rows the command line has not explained, marked (none are made here: a list holds up to 500 neurons)."""
+Data: core.views.neuron_list_on_view (cached per filter for every session until the notes change): explanations
+made on view (kept in the notes) fill the rows the command line has not explained, searched and sorted with them
+and marked (none are made here: a list holds up to 500 neurons)."""
 
 from __future__ import annotations
 
@@ -70,15 +71,15 @@ order = f_sort.selectbox(_("Sort by"), ["score", "density", "max", "min", "neuro
 descending = f_dir.toggle(_("Descending"), value=True, key="picker_desc")
 search = f_search.text_input(_("Search explanations"), key="picker_search",
                              placeholder=_("e.g. return, numbers, code"))
-found = ctx.view(views.neuron_list, None if layer == "all" else int(layer), search, order, descending, TABLE_ROWS)
+found = ctx.notes_view(views.neuron_list_on_view, None if layer == "all" else int(layer), search, order, descending,
+                       TABLE_ROWS)
 if found.count > found.limit:
     st.caption(_("{count} neurons match; showing the first {limit}. Select a row to move there.",
                  count=number(found.count, ","), limit=number(found.limit, ",")))
 else:
     st.caption(_("{count} neurons match. Select a row to move there.", count=number(found.count, ",")))
 shown = [row.neuron for row in found.rows]
-made = ctx.notes_view(views.on_view_explanations, tuple(r.neuron for r in found.rows if not r.explanation))
-explained = [onview.shown_explanation(r, made.get(r.neuron)) or ("", r.score) for r in found.rows]
+explained = [((r.explanation or "") + (onview.ON_VIEW_MARK if r.made else ""), r.score) for r in found.rows]
 
 
 def picked() -> None:
@@ -109,6 +110,6 @@ st.dataframe(
         "explanation": st.column_config.TextColumn(_("explanation"), width="large"),
     },
 )
-if made:
+if any(r.made for r in found.rows):
     st.caption(_(onview.ON_VIEW_LEGEND))
 widgets.page_end()

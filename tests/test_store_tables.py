@@ -69,3 +69,37 @@ def test_neuron_rows_and_scores_by_layer(reader):
     layers = reader.scores_by_layer()
     assert [(s.layer, s.scored) for s in layers] == [(0, 2), (1, 1)]
     assert layers[0].mean_score == pytest.approx((0.61 + 0.12) / 2)
+
+
+def test_explanations_kept_in_the_notes_fill_neurons_without_one(tiny_explained_cache, tmp_path):
+    """The picker's table in the dashboard (notes attached): a notes source's latest suggestion stands in for a
+    neuron the command line has not explained, marked, searched and sorted with the rest; an explained neuron
+    keeps its own."""
+    from core.paths import copy_cache
+    from core.store.cache import DashboardCache
+    from core.types import Scores
+
+    path = tmp_path / "tiny.duckdb"
+    copy_cache(tiny_explained_cache, path)
+    cache = DashboardCache(path)
+    try:
+        notes, reader = cache.notes, cache.reader
+        for neuron, text, score in ((NeuronId(0, 7), "first try", 0.2), (NeuronId(0, 7), "closing brackets", 0.55),
+                                    (NeuronId(0, 1), "not shown: 0:1 has its own", 0.9)):
+            live = notes.add_live_score(neuron, text, "baseline", Scores(score, None, None, 10), [])
+            notes.add_suggestion(neuron, text, "atlas", "on view", live.score_id)
+        notes.add_suggestion(NeuronId(1, 2), "a person's, not the source's", "Ada")
+        by_score = reader.neuron_table(order="score", scored_only=True, made_by="on view")
+        assert [(r.neuron, r.explanation, r.score, r.made) for r in by_score] == [
+            (NeuronId(0, 1), "cats and mats", pytest.approx(0.61), False),
+            (NeuronId(0, 7), "closing brackets", pytest.approx(0.55), True),  # the latest of the source's two
+            (NeuronId(1, 5), "the word return", pytest.approx(0.48), False),
+            (NeuronId(0, 2), "100% literal", pytest.approx(0.12), False),
+        ]
+        assert [r.neuron for r in reader.neuron_table(search="BRACKET", made_by="on view")] == [NeuronId(0, 7)]
+        assert reader.count_neurons(search="bracket", made_by="on view") == 1
+        assert reader.neuron_table(search="bracket") == [] and reader.count_neurons(search="bracket") == 0
+        assert reader.neuron_table(search="person", made_by="on view") == []  # another source
+        assert reader.count_neurons(made_by="on view") == reader.count_neurons() == 2 * 48
+    finally:
+        cache.close()

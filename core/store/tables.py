@@ -8,7 +8,7 @@ from typing import Any
 
 from core.store.database import Queries, StoreError
 from core.store.explanations import BEST_EXPLANATIONS
-from core.store.schema import RECORDING
+from core.store.schema import NOTES, RECORDING
 from core.types import LayerScores, NeuronId, NeuronRow
 
 NEURON_ORDERS: dict[str, str] = {
@@ -22,6 +22,18 @@ NEURON_ORDERS: dict[str, str] = {
 
 _ROW = "s.layer, s.neuron, s.max_activation, s.min_activation, s.density, b.explanation, b.score"
 _FROM = f"{RECORDING}.neuron_stats s LEFT JOIN ({BEST_EXPLANATIONS}) b USING (layer, neuron)"
+
+_MADE = (f"SELECT g.layer, g.neuron, g.text, l.score_all AS score FROM {NOTES}.suggestions g "
+         f"LEFT JOIN {NOTES}.live_scores l USING (score_id) WHERE g.source = ? "
+         "QUALIFY row_number() OVER (PARTITION BY g.layer, g.neuron ORDER BY g.suggestion_id DESC) = 1")
+"""Each neuron's latest suggestion from one source of the notes (the parameter), with its live score."""
+_FILLED = (f"{RECORDING}.neuron_stats s LEFT JOIN (SELECT layer, neuron, "
+           "coalesce(e.explanation, m.text) AS explanation, "
+           "CASE WHEN e.explanation IS NULL THEN m.score ELSE e.score END AS score, "
+           "e.explanation IS NULL AND m.text IS NOT NULL AS made "
+           f"FROM ({BEST_EXPLANATIONS}) e FULL OUTER JOIN ({_MADE}) m USING (layer, neuron)) b USING (layer, neuron)")
+"""_FROM with each neuron's best explanation, else the latest one from a source of the notes (aliases s and b as
+in _FROM, so the same filters and orders apply to both)."""
 
 
 class NeuronTableQueries(Queries):
@@ -38,23 +50,30 @@ class NeuronTableQueries(Queries):
         min_layer: int | None = None,
         limit: int = 200,
         offset: int = 0,
+        made_by: str | None = None,
     ) -> list[NeuronRow]:
-        """Neurons filtered and sorted (`order` is a NEURON_ORDERS key)."""
+        """Neurons filtered and sorted (`order` is a NEURON_ORDERS key). With `made_by` (a source of the notes,
+        which must be attached: the dashboard's), a neuron without an explanation gets that source's latest
+        suggestion instead, marked `made`, searched and sorted with the rest."""
         if order not in NEURON_ORDERS:
             raise StoreError(f"cannot sort neurons by {order!r}; choose one of {', '.join(NEURON_ORDERS)}")
         where, params = neuron_table_filter(layer=layer, search=search, scored_only=scored_only, min_layer=min_layer)
+        source, source_params = _source(made_by)
         direction = "DESC" if descending else "ASC"
         rows = self._db.cursor().execute(
-            f"SELECT {_ROW} FROM {_FROM} WHERE {where} "
+            f"SELECT {_ROW}, {'b.made' if made_by is not None else 'false'} FROM {source} WHERE {where} "
             f"ORDER BY {NEURON_ORDERS[order]} {direction} NULLS LAST, s.layer, s.neuron LIMIT ? OFFSET ?",
-            [*params, limit, offset],
+            [*source_params, *params, limit, offset],
         ).fetchall()
         return [_neuron_row(r) for r in rows]
 
-    def count_neurons(self, *, layer: int | None = None, search: str | None = None, scored_only: bool = False) -> int:
+    def count_neurons(self, *, layer: int | None = None, search: str | None = None, scored_only: bool = False,
+                      made_by: str | None = None) -> int:
         """How many neurons `neuron_table` would list without a limit."""
         where, params = neuron_table_filter(layer=layer, search=search, scored_only=scored_only)
-        row = self._db.cursor().execute(f"SELECT count(*) FROM {_FROM} WHERE {where}", params).fetchone()
+        source, source_params = _source(made_by)
+        row = self._db.cursor().execute(f"SELECT count(*) FROM {source} WHERE {where}",
+                                        [*source_params, *params]).fetchone()
         return int(row[0]) if row else 0
 
     def neuron_rows(self, neurons: Sequence[NeuronId]) -> dict[NeuronId, NeuronRow]:
@@ -77,9 +96,14 @@ class NeuronTableQueries(Queries):
         return [LayerScores(int(r[0]), int(r[1]), float(r[2]), float(r[3])) for r in rows]
 
 
+def _source(made_by: str | None) -> tuple[str, list[Any]]:
+    """What neuron_table reads from (aliases s and b), and its parameters."""
+    return (_FROM, []) if made_by is None else (_FILLED, [made_by])
+
+
 def _neuron_row(r: Sequence[Any]) -> NeuronRow:
     return NeuronRow(NeuronId(int(r[0]), int(r[1])), float(r[2]), float(r[3]), float(r[4]), r[5],
-                     None if r[6] is None else float(r[6]))
+                     None if r[6] is None else float(r[6]), bool(r[7]) if len(r) > 7 else False)
 
 
 def like_pattern(text: str) -> str:

@@ -160,6 +160,14 @@ def test_the_picker_lists_explanations_made_on_view_marked(app, app_cache):
               if text.endswith(" ◦")}
     assert marked == set(kept)
     assert "made when first viewed" in texts(at)
+    # searched with the command line's explanations: its text finds it, in every layer
+    at.selectbox(key="picker_layer").select("all").run()
+    at.text_input(key="picker_search").input(made.text).run()
+    no_errors(at)
+    table = next(d.value for d in at.dataframe if "explanation" in d.value.columns)
+    found = {(int(layer), int(n)): text for layer, n, text in zip(table["layer"], table["neuron"],
+                                                                   table["explanation"], strict=True)}
+    assert found[(3, 40)] == made.text + " ◦"
 
 
 def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeypatch):
