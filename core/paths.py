@@ -197,11 +197,11 @@ def no_room(error: BaseException) -> str | None:
         if seen is None:
             return None
         if isinstance(seen, OSError) and seen.errno in NO_ROOM_ERRNOS:
-            return str(seen.filename or seen.strerror)
+            return str(seen.filename) if seen.filename else f"a file ({seen.strerror})"
         text = str(seen)
         if any(words in text for words in _NO_ROOM_TEXTS):
             found = _DUCKDB_FILE.search(text)
-            return found.group(1) if found else next(w for w in _NO_ROOM_TEXTS if w in text)
+            return found.group(1) if found else f"a file ({next(w for w in _NO_ROOM_TEXTS if w in text)})"
         seen = seen.__cause__ or seen.__context__
     return None
 

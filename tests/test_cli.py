@@ -16,10 +16,19 @@ from core.paths import temp_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, max_file_bytes: int | None = None
+            ) -> subprocess.CompletedProcess:
+    """`python -m core ARGS`; with `max_file_bytes`, no file it writes may grow past that (RLIMIT_FSIZE: the kernel
+    refuses the write as it does on a full disk, EFBIG instead of ENOSPC, without a disk of its own for the test)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+
+    def limit() -> None:  # in the child only
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, preexec_fn=limit if max_file_bytes is not None else None)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -82,26 +91,33 @@ def test_a_second_build_of_the_same_cache_is_one_line_naming_the_first(tiny_mode
 
 
 def test_a_build_that_finds_no_room_is_one_line_and_leaves_no_half_written_file(tiny_model_folder, tmp_path):
-    """A file size limit (RLIMIT_FSIZE) stands in for a full disk: the kernel refuses the write the same way
-    (EFBIG instead of ENOSPC), in DuckDB's writes and in ours alike, without a disk of its own for the test."""
-    import resource
-
     corpus = tmp_path / "text.txt"
     corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
     cache = tmp_path / "tiny.duckdb"
     args = ["build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
             "--excerpt-len", "16", "--cache", str(cache), "--quiet"]
-
-    def small_files() -> None:  # in the child only: no file it writes may grow past 200 KB
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-
-    full = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300, preexec_fn=small_files)
+    full = run_cli(*args, max_file_bytes=200_000)
     assert_one_line_error(full, "no room left on the disk to write", "free some space", "run the same command again")
     assert not cache.exists() and not temp_path(cache).exists() and not Path(f"{temp_path(cache)}.wal").exists()
     again = run_cli(*args)  # with room again, the same command finishes the build
     assert again.returncode == 0, again.stderr
     assert "recorded 2 layers x 48 neurons" in again.stdout and cache.exists()
+
+
+def test_an_explain_that_finds_no_room_is_one_line_and_changes_nothing(explained_tiny_cache, tmp_path):
+    from core.paths import copy_cache, results_path
+
+    cache = tmp_path / "tiny.duckdb"
+    copy_cache(explained_tiny_cache, cache)
+    before = folder_digest(tmp_path)
+    args = ("explain", str(cache), "--neurons", "1:0-5", "--quiet")
+    # room for the recording's reads, none for a copy of the results to work on
+    full = run_cli(*args, max_file_bytes=results_path(cache).stat().st_size // 2)
+    assert_one_line_error(full, "no room left on the disk to write", ".results.duckdb", "run the same command again")
+    assert folder_digest(tmp_path) == before  # the cut copy removed, the published results untouched
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+
 
 @pytest.mark.parametrize(
     ("args", "fragments"),

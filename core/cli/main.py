@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = no_room(error)
         if where is None:
             raise
-        print(f"error: no room left on the disk to write {where}; free some space there (or choose another place "
-              "with --cache) and run the same command again: what was finished is kept, and a build goes on from "
+        print(f"error: no room left on the disk to write {where}; free some space on that disk (or put the cache on "
+              "another one) and run the same command again: what was finished is kept, and a build goes on from "
               "its last checkpoint", file=sys.stderr)
         return EXIT_USAGE

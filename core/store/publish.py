@@ -148,17 +148,23 @@ class WriterLock(FileLock):
 def copy_file(source: Path, target: Path, point: str) -> None:
     """Copy `source` to `target` and fsync it; `point` is the kill point half way through the copy."""
     size = source.stat().st_size
-    with source.open("rb") as src, target.open("wb") as dst:
-        done, halfway_passed = 0, False
-        while done < size:
-            sent = os.sendfile(dst.fileno(), src.fileno(), done, min(_COPY_CHUNK, size - done))
-            if sent == 0:
-                break
-            done += sent
-            if not halfway_passed and done >= size // 2:
-                halfway_passed = True
-                kill_point(point)
-        os.fsync(dst.fileno())
+    try:
+        with source.open("rb") as src, target.open("wb") as dst:
+            done, halfway_passed = 0, False
+            while done < size:
+                sent = os.sendfile(dst.fileno(), src.fileno(), done, min(_COPY_CHUNK, size - done))
+                if sent == 0:
+                    break
+                done += sent
+                if not halfway_passed and done >= size // 2:
+                    halfway_passed = True
+                    kill_point(point)
+            os.fsync(dst.fileno())
+    except OSError as error:
+        target.unlink(missing_ok=True)  # a copy cut short is never used; on a full disk it holds the room needed
+        if error.filename is None:  # sendfile names no file: say which one could not be written
+            raise OSError(error.errno, error.strerror, str(target)) from error
+        raise
 
 
 def _fsync_folder(folder: Path) -> None:
