@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -83,6 +83,10 @@ def explanation_card(made: Suggestion) -> None:
                                                                           else None))
 
 
+LIST_POLL_S = 2.0
+"""How often a page with listed neurons still being explained looks whether they are done."""
+
+
 class Background:
     """One thread for the whole server that makes the on-view explanations of neurons a page lists (related lists),
     one at a time, at most half the time: a page never waits for them, and a class opening thirty different
@@ -93,30 +97,47 @@ class Background:
     """Most of the time the thread computes; it sleeps as long again as each explanation took (script runs of
     other sessions go first)."""
 
-    def __init__(self) -> None:
+    STALE_S = 3 * LIST_POLL_S
+    """A queued neuron nobody has asked about for this long (three of a page's looks, LIST_POLL_S) is dropped: the
+    page that listed it is gone (a class wandering over neurons would otherwise keep the thread busy with lists
+    nobody reads, and every page run shares the interpreter with it). A page that lists it again queues it again."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._queue: deque[tuple[DashboardCache, NeuronId]] = deque()
         self._pending: set[tuple[int, NeuronId]] = set()
+        self._asked: dict[tuple[int, NeuronId], float] = {}
+        """When a page last asked about each pending neuron (queued it, or looked whether it is ready)."""
         self._tried: set[tuple[int, NeuronId]] = set()
         """Neurons the offline default found nothing to say about, or failed on (the log says why): not again."""
         self._done = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        self._clock = clock
 
     def want(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> None:
         """Queue these neurons of `cache` (not twice, and not those tried already)."""
         with self._lock:
+            now = self._clock()
             for neuron in neurons:
-                if (id(cache), neuron) not in self._pending | self._tried:
-                    self._pending.add((id(cache), neuron))
+                key = (id(cache), neuron)
+                if key in self._pending:
+                    self._asked[key] = now
+                elif key not in self._tried:
+                    self._pending.add(key)
+                    self._asked[key] = now
                     self._queue.append((cache, neuron))
             if self._queue and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._work, name="on-view explanations", daemon=True)
                 self._thread.start()
 
     def pending(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> set[NeuronId]:
-        """Those of `neurons` still queued or being explained."""
+        """Those of `neurons` still queued or being explained (asking keeps them from going stale)."""
         with self._lock:
-            return {n for n in neurons if (id(cache), n) in self._pending}
+            now = self._clock()
+            found = {n for n in neurons if (id(cache), n) in self._pending}
+            for neuron in found:
+                self._asked[(id(cache), neuron)] = now
+            return found
 
     def wait(self, cache: DashboardCache, neurons: Iterable[NeuronId], timeout: float) -> bool:
         """Block until none of `neurons` is pending (tests); False on timeout."""
@@ -126,10 +147,16 @@ class Background:
 
     def _work(self) -> None:
         while True:
-            with self._lock:
+            with self._done:
                 if not self._queue:
                     return
                 cache, neuron = self._queue.popleft()
+                key = (id(cache), neuron)
+                if self._clock() - self._asked.get(key, 0.0) > self.STALE_S:
+                    self._pending.discard(key)  # not tried: a page listing it again queues it again
+                    self._asked.pop(key, None)
+                    self._done.notify_all()
+                    continue
             started, made = time.monotonic(), None
             try:
                 made = explain_on_view(cache.reader, cache.notes, neuron)
@@ -138,6 +165,7 @@ class Background:
             finally:
                 with self._done:
                     self._pending.discard((id(cache), neuron))
+                    self._asked.pop((id(cache), neuron), None)
                     if made is None:
                         self._tried.add((id(cache), neuron))
                     self._done.notify_all()
@@ -146,9 +174,6 @@ class Background:
 
 BACKGROUND = Background()
 """The server's one thread of on-view explanations for listed neurons."""
-
-LIST_POLL_S = 2.0
-"""How often a page with listed neurons still being explained looks whether they are done."""
 
 
 def listed(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterable[NeuronId]

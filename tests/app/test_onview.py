@@ -170,6 +170,37 @@ def test_the_picker_lists_explanations_made_on_view_marked(app, app_cache):
     assert found[(3, 40)] == made.text + " ◦"
 
 
+def test_the_background_thread_drops_neurons_no_page_asks_about_any_more(monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    from dashboard import onview
+
+    tried: list[NeuronId] = []
+    started, go_on = threading.Event(), threading.Event()
+
+    def explain(reader, notes, neuron, queue=None):
+        tried.append(neuron)
+        started.set()
+        go_on.wait(60)  # the first one takes long: meanwhile the class moves on
+        return object()
+
+    monkeypatch.setattr(onview, "explain_on_view", explain)
+    monkeypatch.setattr(onview.Background, "BUSY_SHARE", 1.0)  # no rest between two (the test's own time)
+    now = [0.0]
+    worker, cache = onview.Background(clock=lambda: now[0]), SimpleNamespace(reader=None, notes=None)
+    first, left, still = NeuronId(0, 1), NeuronId(0, 2), NeuronId(0, 3)
+    worker.want(cache, [first, left, still])
+    assert started.wait(60)
+    now[0] = onview.Background.STALE_S + 1  # a page still shows `still` and looks; nobody asks about `left`
+    assert worker.pending(cache, [still]) == {still}
+    go_on.set()
+    assert worker.wait(cache, [first, left, still], timeout=60)
+    assert tried == [first, still]  # `left` dropped, not tried
+    worker.want(cache, [left])  # a page listing it again queues it again
+    assert worker.wait(cache, [left], timeout=60) and tried == [first, still, left]
+
+
 def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeypatch):
     from types import SimpleNamespace
 
