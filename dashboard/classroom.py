@@ -23,7 +23,7 @@ from dashboard.i18n import _
 from dashboard.state import PAGES, PageContext
 from dashboard.widgets import go_to
 
-CLASS_POLL_S = 3.0
+CLASS_POLL_S = 1.5
 """Seconds between two looks of a student's page at where the teacher is."""
 MOVE_KEY = "class_move"
 """session_state: a share this session is about to go to (set by the banner, applied by the frame)."""
