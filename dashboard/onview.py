@@ -71,9 +71,9 @@ def shown_explanation(row: NeuronRow | None, made: Suggestion | None) -> tuple[s
     """A listed neuron's explanation and score as a list shows them: the command line's, else the one made on view
     (marked with ON_VIEW_MARK); None when it has neither."""
     if row is not None and row.explanation:
-        return row.explanation, row.score
+        return render.visible_blanks(row.explanation), row.score
     if made is not None:
-        return made.text + ON_VIEW_MARK, made.score.score_all if made.score else None
+        return render.visible_blanks(made.text) + ON_VIEW_MARK, made.score.score_all if made.score else None
     return None
 
 
@@ -140,10 +140,19 @@ class Background:
             return found
 
     def wait(self, cache: DashboardCache, neurons: Iterable[NeuronId], timeout: float) -> bool:
-        """Block until none of `neurons` is pending (tests); False on timeout."""
-        wanted = list(neurons)
+        """Block until none of `neurons` is pending (tests); False on timeout. Waiting asks about them, as an open
+        page's looks do, each time one is done."""
+        wanted = [(id(cache), n) for n in neurons]
+
+        def done() -> bool:
+            still = [key for key in wanted if key in self._pending]
+            now = self._clock()
+            for key in still:
+                self._asked[key] = now
+            return not still
+
         with self._done:
-            return self._done.wait_for(lambda: not any((id(cache), n) in self._pending for n in wanted), timeout)
+            return self._done.wait_for(done, timeout)
 
     def _work(self) -> None:
         while True:

@@ -70,6 +70,27 @@ _AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")
 _MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~$:^=&\"'/@%")
 
 
+_BLANKS = {" ": "␣", "\n": "↵", "\r": "␍", "\t": "⇥"}
+
+
+def visible_blanks(explanation: str) -> str:
+    """An explanation as shown: a quoted token that is only spaces or line breaks (`" "`, `"\\n   "`, which read
+    as nothing or as escapes) gets visible symbols (`"␣"`, `"↵␣␣␣"`, the heatmaps' ↵ for a line break); any other
+    text stays as it is. For display only: what is stored and scored is the text itself."""
+    from core import prompts
+
+    def shown(match: re.Match[str]) -> str:
+        quoted = match.group(0)
+        if not quoted.startswith('"'):
+            return quoted
+        token = prompts.unquote(quoted)
+        if not token or token.strip() or any(char not in _BLANKS for char in token):
+            return quoted
+        return '"' + "".join(_BLANKS[char] for char in token) + '"'
+
+    return prompts.QUOTED.sub(shown, explanation)
+
+
 def plain(text: object, limit: int | None = None) -> str:
     """Text for a Markdown body or widget label, shown as the characters it is: every ASCII punctuation character
     Markdown or Streamlit's extensions could read (links, images, emphasis, code, $maths$, :colour[...] and

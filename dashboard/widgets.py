@@ -257,7 +257,7 @@ def heatmap_legend(positive_scale: float, negative_scale: float = 0.0, simulated
 
 def explanation_card(text: str, source: str = "", badge: str = "") -> None:
     """An explanation in a card, with where it came from and a score badge."""
-    html(render.card_html(text, source, badge))
+    html(render.card_html(render.visible_blanks(text), source, badge))
 
 
 def score_badge(score: float | None) -> str:

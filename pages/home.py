@@ -58,8 +58,9 @@ else:
         with column:
             st.markdown(f"**{title}**")
             for row in rows:
-                widgets.neuron_button(row.neuron, f"{row.neuron} · {score_text(row.score)} · "
-                                      f"{(row.explanation or '')[:60]}", key=f"home_{name}_{row.neuron}")
+                shown = render.visible_blanks(row.explanation or "")[:60]
+                widgets.neuron_button(row.neuron, f"{row.neuron} · {score_text(row.score)} · {shown}",
+                                      key=f"home_{name}_{row.neuron}")
 
 disagreements = ctx.notes_view(views.disagreements)
 st.subheader(_("Where people and the score disagree"))

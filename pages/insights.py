@@ -41,9 +41,9 @@ suggestions = people.suggestions
 
 def explanations_table() -> str:
     """Every explanation of the neuron and every suggestion made here, as one table."""
-    rows = [[e.text or _("(failed: {reason})", reason=e.failure), e.explainer, e.model or "", e.prompt_version or "",
-             e.simulator, score_text(e.score_all), score_text(e.score_top), score_text(e.score_random),
-             named(STATUSES, e.status)]
+    rows = [[render.visible_blanks(e.text) if e.text else _("(failed: {reason})", reason=e.failure), e.explainer,
+             e.model or "", e.prompt_version or "", e.simulator, score_text(e.score_all), score_text(e.score_top),
+             score_text(e.score_random), named(STATUSES, e.status)]
             for e in explanations]
     rows += [[s.text, s.source if s.source != "person" else _("person: {name}", name=s.author), "", "",
               s.score.simulator if s.score else "", score_text(s.score.score_all if s.score else None),

@@ -32,8 +32,9 @@ made: Suggestion | None = None  # the on-view explanation, when the command line
 if explained:
     if len(explained) > 1:
         # labels made now, not in format_func (AppTest calls it after the run, outside the session's language)
-        explanation_labels = {e.explanation_id: f"{score_text(e.score_all)} · {e.explainer} · {e.text}"[:120]
-                              for e in explained}
+        explanation_labels = {
+            e.explanation_id: f"{score_text(e.score_all)} · {e.explainer} · {render.visible_blanks(e.text or '')}"[:120]
+            for e in explained}
         current = st.selectbox(_("Explanation"), explained, key="scoring_explanation",
                                format_func=lambda e: explanation_labels[e.explanation_id])
     else:

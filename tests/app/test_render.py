@@ -107,3 +107,12 @@ def test_the_dashboard_loads_no_model_code_until_a_model_runs():
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_blank_tokens_in_an_explanation_are_shown_with_visible_symbols():
+    assert ui.visible_blanks('" "') == '"␣"'
+    assert ui.visible_blanks('mostly "\\n   ", also "get"') == 'mostly "↵␣␣␣", also "get"'
+    assert ui.visible_blanks('"\\t" and "\\r\\n"') == '"⇥" and "␍↵"'
+    for unchanged in ('the word " default"', "commas", "it's a \"quote\"", "'  '", '""'):
+        assert ui.visible_blanks(unchanged) == unchanged, unchanged
+
