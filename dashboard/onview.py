@@ -4,6 +4,7 @@ it is shown; and the token statistics shown beside an explanation as evidence.""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -113,10 +114,14 @@ class Background:
         self._done = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._clock = clock
+        self._stopping = threading.Event()
+        """Set by `stop`: no explanation is started any more, the rest between two ends at once."""
 
     def want(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> None:
-        """Queue these neurons of `cache` (not twice, and not those tried already)."""
+        """Queue these neurons of `cache` (not twice, and not those tried already; nothing once stopped)."""
         with self._lock:
+            if self._stopping.is_set():
+                return
             now = self._clock()
             for neuron in neurons:
                 key = (id(cache), neuron)
@@ -154,10 +159,24 @@ class Background:
         with self._done:
             return self._done.wait_for(done, timeout)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Start no more explanations and wait (at most `timeout` s) for the one in progress: at the server's exit,
+        where a thread stopped inside DuckDB aborts the whole process ("FATAL: exception not rethrown", seen in 1 of
+        4 exits with explanations queued)."""
+        with self._done:
+            self._stopping.set()
+            self._queue.clear()
+            self._pending.clear()
+            self._asked.clear()
+            self._done.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _work(self) -> None:
         while True:
             with self._done:
-                if not self._queue:
+                if not self._queue or self._stopping.is_set():
                     return
                 cache, neuron = self._queue.popleft()
                 key = (id(cache), neuron)
@@ -178,11 +197,12 @@ class Background:
                     if made is None:
                         self._tried.add((id(cache), neuron))
                     self._done.notify_all()
-            time.sleep((time.monotonic() - started) * (1 - self.BUSY_SHARE) / self.BUSY_SHARE)
+            self._stopping.wait((time.monotonic() - started) * (1 - self.BUSY_SHARE) / self.BUSY_SHARE)
 
 
 BACKGROUND = Background()
 """The server's one thread of on-view explanations for listed neurons."""
+atexit.register(BACKGROUND.stop)
 
 
 def listed(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterable[NeuronId]

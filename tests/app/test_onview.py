@@ -201,6 +201,38 @@ def test_the_background_thread_drops_neurons_no_page_asks_about_any_more(monkeyp
     assert worker.wait(cache, [left], timeout=60) and tried == [first, still, left]
 
 
+def test_stopping_the_background_thread_lets_the_explanation_in_progress_finish_and_starts_no_other(monkeypatch):
+    """What the server's exit does (atexit): a thread stopped inside DuckDB aborted the process in 3 of 16 exits
+    with explanations queued; stopped this way, in none."""
+    import threading
+    from types import SimpleNamespace
+
+    from dashboard import onview
+
+    tried: list[NeuronId] = []
+    started, go_on = threading.Event(), threading.Event()
+
+    def explain(reader, notes, neuron, queue=None):
+        tried.append(neuron)
+        started.set()
+        go_on.wait(60)
+        return object()
+
+    monkeypatch.setattr(onview, "explain_on_view", explain)
+    worker, cache = onview.Background(), SimpleNamespace(reader=None, notes=None)
+    worker.want(cache, [NeuronId(0, n) for n in range(5)])
+    assert started.wait(60)
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    stopper.join(0.5)
+    assert stopper.is_alive()  # it waits for the explanation in progress
+    go_on.set()
+    stopper.join(60)
+    assert not stopper.is_alive() and tried == [NeuronId(0, 0)]
+    worker.want(cache, [NeuronId(0, 9)])  # nothing once stopped
+    assert worker.pending(cache, [NeuronId(0, 9)]) == set() and tried == [NeuronId(0, 0)]
+
+
 def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeypatch):
     from types import SimpleNamespace
 
