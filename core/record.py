@@ -914,9 +914,46 @@ def write_cache(
     tmp = temp_path(cache_path)
     tmp_wal = Path(str(tmp) + ".wal")
     tmp_wal.unlink(missing_ok=True)
+    def write_tables() -> None:  # into `store`, from the arguments above
+        n_excerpts, excerpt_len = corpus.token_ids.shape
+        strings = token_strings(tokenizer, list(range(int(corpus.token_ids.max()) + 1)))
+        store.insert_excerpts(corpus.token_ids, [[strings[t] for t in row] for row in corpus.token_ids],
+                              corpus.sources)
+        all_ids, all_counts = np.unique(corpus.token_ids, return_counts=True)
+        store.insert_vocab(all_ids, [strings[t] for t in all_ids], all_counts)
+        tokens_seen = n_excerpts * excerpt_len
+        for layer in tqdm(range(shape.n_layers), desc="writing cache", unit="layer", disable=not progress):
+            recorder, maxima = layer_state(layer)
+            stats, excerpts, means = recorder.finish(layer, maxima, corpus.pool_ids, tokens_seen,
+                                                     corpus.vocab_counts, corpus.vocab_ids)
+            store.insert_neuron_stats(stats)
+            store.insert_neuron_excerpts(excerpts)
+            store.insert_token_means(means)
+            kill_point("build.writing")  # tests/test_kill.py: CACHE.tmp half written
+        report_file = work / "corpus_report.json"
+        store.set_meta(
+            {
+                "model": plan.model,
+                "architecture": shape.architecture,
+                "corpus": plan.corpus,
+                "corpus_report": json.loads(report_file.read_text()) if report_file.exists() else {},
+                "layers": shape.n_layers,
+                "neurons_per_layer": shape.n_neurons,
+                "tokens": tokens_seen,
+                "excerpts": n_excerpts,
+                "excerpt_len": excerpt_len,
+                "bos_token_id": shape.bos_token_id,
+                "settings": asdict(cfg),
+                "histogram_token_stride": HIST_STRIDE,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **(extra_meta or {}),
+            }
+        )
+        store.checkpoint()
+
     store = RecordingWriter.create(tmp)
     try:
-        _write_tables(store, shape, tokenizer, plan, cfg, corpus, work, layer_state, progress, extra_meta)
+        write_tables()
     except BaseException:
         # a half-written file is of no use to the next build, and may be what filled the disk
         with contextlib.suppress(Exception):
@@ -928,52 +965,3 @@ def write_cache(
     kill_point("build.before-rename")  # tests/test_kill.py
     os.replace(tmp, cache_path)  # atomically: a reader keeps the old file it has open
     kill_point("build.renamed")  # tests/test_kill.py: the cache in place, CACHE.partial/ not yet removed
-
-
-def _write_tables(
-    store: RecordingWriter,
-    shape: ModelShape,
-    tokenizer: Any,
-    plan: BuildPlan,
-    cfg: RecordConfig,
-    corpus: CorpusPlan,
-    work: Path,
-    layer_state: Callable[[int], tuple[LayerRecorder, np.ndarray]],
-    progress: bool,
-    extra_meta: dict[str, Any] | None,
-) -> None:
-    n_excerpts, excerpt_len = corpus.token_ids.shape
-    strings = token_strings(tokenizer, list(range(int(corpus.token_ids.max()) + 1)))
-    store.insert_excerpts(corpus.token_ids, [[strings[t] for t in row] for row in corpus.token_ids],
-                          corpus.sources)
-    all_ids, all_counts = np.unique(corpus.token_ids, return_counts=True)
-    store.insert_vocab(all_ids, [strings[t] for t in all_ids], all_counts)
-    tokens_seen = n_excerpts * excerpt_len
-    for layer in tqdm(range(shape.n_layers), desc="writing cache", unit="layer", disable=not progress):
-        recorder, maxima = layer_state(layer)
-        stats, excerpts, means = recorder.finish(layer, maxima, corpus.pool_ids, tokens_seen,
-                                                 corpus.vocab_counts, corpus.vocab_ids)
-        store.insert_neuron_stats(stats)
-        store.insert_neuron_excerpts(excerpts)
-        store.insert_token_means(means)
-        kill_point("build.writing")  # tests/test_kill.py: CACHE.tmp half written
-    report_file = work / "corpus_report.json"
-    store.set_meta(
-        {
-            "model": plan.model,
-            "architecture": shape.architecture,
-            "corpus": plan.corpus,
-            "corpus_report": json.loads(report_file.read_text()) if report_file.exists() else {},
-            "layers": shape.n_layers,
-            "neurons_per_layer": shape.n_neurons,
-            "tokens": tokens_seen,
-            "excerpts": n_excerpts,
-            "excerpt_len": excerpt_len,
-            "bos_token_id": shape.bos_token_id,
-            "settings": asdict(cfg),
-            "histogram_token_stride": HIST_STRIDE,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **(extra_meta or {}),
-        }
-    )
-    store.checkpoint()

@@ -54,15 +54,20 @@ def test_info_json_counts(small_cache):
     assert "46,080 of 46,080 recorded" in human.stdout
 
 
-def test_build_on_a_tiny_model_then_again_is_a_no_op(tiny_model_folder, tmp_path):
-    corpus = tmp_path / "text.txt"
+def tiny_build(tiny_model_folder, folder: Path) -> tuple[Path, tuple[str, ...]]:
+    """A small text in `folder` and the arguments of a quick build of a tiny model over it: (cache, args)."""
+    corpus = folder / "text.txt"
     corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
-    cache = tmp_path / "tiny.duckdb"
-    args = ("build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
-            "--excerpt-len", "16", "--cache", str(cache), "--quiet")
+    cache = folder / "tiny.duckdb"
+    return cache, ("build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
+                   "--excerpt-len", "16", "--cache", str(cache), "--quiet")
+
+
+def test_build_on_a_tiny_model_then_again_is_a_no_op(tiny_model_folder, tmp_path):
+    cache, args = tiny_build(tiny_model_folder, tmp_path)
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "recorded 2 layers x 48 neurons" in first.stdout
+    assert "recorded 2 layers x 48 neurons" in first.stdout and cache.exists()
     again = run_cli(*args)
     assert again.returncode == 0 and "already built" in again.stdout
 
@@ -71,11 +76,7 @@ def test_a_second_build_of_the_same_cache_is_one_line_naming_the_first(tiny_mode
     from core.paths import build_lock_path
     from core.store.publish import FileLock
 
-    corpus = tmp_path / "text.txt"
-    corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
-    cache = tmp_path / "tiny.duckdb"
-    args = ("build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
-            "--excerpt-len", "16", "--cache", str(cache), "--quiet")
+    cache, args = tiny_build(tiny_model_folder, tmp_path)
     held = FileLock(build_lock_path(cache), busy=lambda holder: holder, unwritable=str)  # as a running build holds it
     try:
         before = folder_digest(tmp_path)
@@ -91,11 +92,7 @@ def test_a_second_build_of_the_same_cache_is_one_line_naming_the_first(tiny_mode
 
 
 def test_a_build_that_finds_no_room_is_one_line_and_leaves_no_half_written_file(tiny_model_folder, tmp_path):
-    corpus = tmp_path / "text.txt"
-    corpus.write_text(" ".join(f"the cat number {i} sat on the mat." for i in range(200)))
-    cache = tmp_path / "tiny.duckdb"
-    args = ["build", "--model", str(tiny_model_folder("qwen2")), "--corpus", str(corpus), "--tokens", "640",
-            "--excerpt-len", "16", "--cache", str(cache), "--quiet"]
+    cache, args = tiny_build(tiny_model_folder, tmp_path)
     full = run_cli(*args, max_file_bytes=200_000)
     assert_one_line_error(full, "no room left on the disk to write", "free some space", "run the same command again")
     assert not cache.exists() and not temp_path(cache).exists() and not Path(f"{temp_path(cache)}.wal").exists()

@@ -136,6 +136,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("core/store/tables.py", "neuron_table", "NEURON_ORDERS[order]"): "a value of the NEURON_ORDERS constant; "
                                                                       "`order` is checked to be a key",
     ("core/store/tables.py", "neuron_table", "direction"): "'DESC' or 'ASC', chosen by a bool",
+    ("core/store/tables.py", "neuron_table", "source"): "_FROM or _FILLED, fixed relations chosen by _source (the "
+                                                        "notes source they read is bound as ?)",
+    ("core/store/tables.py", "neuron_table", "made"): "'false' or 'b.made', fixed, chosen by _source",
+    ("core/store/tables.py", "count_neurons", "source"): "_FROM or _FILLED, fixed relations chosen by _source (the "
+                                                         "notes source they read is bound as ?)",
     ("core/store/tables.py", "count_neurons", "where"): "built by neuron_table_filter from fixed clauses with ? "
                                                         "placeholders",
 }

@@ -58,10 +58,10 @@ class NeuronTableQueries(Queries):
         if order not in NEURON_ORDERS:
             raise StoreError(f"cannot sort neurons by {order!r}; choose one of {', '.join(NEURON_ORDERS)}")
         where, params = neuron_table_filter(layer=layer, search=search, scored_only=scored_only, min_layer=min_layer)
-        source, source_params = _source(made_by)
+        source, made, source_params = _source(made_by)
         direction = "DESC" if descending else "ASC"
         rows = self._db.cursor().execute(
-            f"SELECT {_ROW}, {'b.made' if made_by is not None else 'false'} FROM {source} WHERE {where} "
+            f"SELECT {_ROW}, {made} FROM {source} WHERE {where} "
             f"ORDER BY {NEURON_ORDERS[order]} {direction} NULLS LAST, s.layer, s.neuron LIMIT ? OFFSET ?",
             [*source_params, *params, limit, offset],
         ).fetchall()
@@ -71,7 +71,7 @@ class NeuronTableQueries(Queries):
                       made_by: str | None = None) -> int:
         """How many neurons `neuron_table` would list without a limit."""
         where, params = neuron_table_filter(layer=layer, search=search, scored_only=scored_only)
-        source, source_params = _source(made_by)
+        source, _made, source_params = _source(made_by)
         row = self._db.cursor().execute(f"SELECT count(*) FROM {source} WHERE {where}",
                                         [*source_params, *params]).fetchone()
         return int(row[0]) if row else 0
@@ -96,9 +96,10 @@ class NeuronTableQueries(Queries):
         return [LayerScores(int(r[0]), int(r[1]), float(r[2]), float(r[3])) for r in rows]
 
 
-def _source(made_by: str | None) -> tuple[str, list[Any]]:
-    """What neuron_table reads from (aliases s and b), and its parameters."""
-    return (_FROM, []) if made_by is None else (_FILLED, [made_by])
+def _source(made_by: str | None) -> tuple[str, str, list[Any]]:
+    """What neuron_table reads from (aliases s and b), its column saying whether a row's explanation is the notes
+    source's, and its parameters (the source, bound)."""
+    return (_FROM, "false", []) if made_by is None else (_FILLED, "b.made", [made_by])
 
 
 def _neuron_row(r: Sequence[Any]) -> NeuronRow:
