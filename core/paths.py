@@ -204,4 +204,3 @@ def no_room(error: BaseException) -> str | None:
             return found.group(1) if found else f"a file ({next(w for w in _NO_ROOM_TEXTS if w in text)})"
         seen = seen.__cause__ or seen.__context__
     return None
-

@@ -914,6 +914,7 @@ def write_cache(
     tmp = temp_path(cache_path)
     tmp_wal = Path(str(tmp) + ".wal")
     tmp_wal.unlink(missing_ok=True)
+
     def write_tables() -> None:  # into `store`, from the arguments above
         n_excerpts, excerpt_len = corpus.token_ids.shape
         strings = token_strings(tokenizer, list(range(int(corpus.token_ids.max()) + 1)))

@@ -70,9 +70,9 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
 
 def shown_explanation(row: NeuronRow | None, made: Suggestion | None) -> tuple[str, float | None] | None:
     """A listed neuron's explanation and score as a list shows them: the command line's, else the one made on view
-    (marked with ON_VIEW_MARK); None when it has neither."""
+    (given, or in the row when its table joined the notes: marked with ON_VIEW_MARK); None when it has neither."""
     if row is not None and row.explanation:
-        return render.visible_blanks(row.explanation), row.score
+        return render.visible_blanks(row.explanation) + (ON_VIEW_MARK if row.made else ""), row.score
     if made is not None:
         return render.visible_blanks(made.text) + ON_VIEW_MARK, made.score.score_all if made.score else None
     return None
@@ -161,8 +161,8 @@ class Background:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Start no more explanations and wait (at most `timeout` s) for the one in progress: at the server's exit,
-        where a thread stopped inside DuckDB aborts the whole process ("FATAL: exception not rethrown", seen in 1 of
-        4 exits with explanations queued)."""
+        where a thread stopped inside DuckDB aborts the whole process ("FATAL: exception not rethrown": 3 of 16 exits
+        with explanations queued, docs/reliability.md)."""
         with self._done:
             self._stopping.set()
             self._queue.clear()

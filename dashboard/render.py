@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core import prompts
 from dashboard.i18n import N_, _, language, number_in
 
 POSITIVE_RGB = (255, 106, 0)
@@ -77,7 +78,6 @@ def visible_blanks(explanation: str) -> str:
     """An explanation as shown: a quoted token that is only spaces or line breaks (`" "`, `"\\n   "`, which read
     as nothing or as escapes) gets visible symbols (`"␣"`, `"↵␣␣␣"`, the heatmaps' ↵ for a line break); any other
     text stays as it is. For display only: what is stored and scored is the text itself."""
-    from core import prompts
 
     def shown(match: re.Match[str]) -> str:
         quoted = match.group(0)

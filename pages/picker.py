@@ -79,8 +79,7 @@ if found.count > found.limit:
 else:
     st.caption(_("{count} neurons match. Select a row to move there.", count=number(found.count, ",")))
 shown = [row.neuron for row in found.rows]
-explained = [(render.visible_blanks(r.explanation or "") + (onview.ON_VIEW_MARK if r.made else ""), r.score)
-             for r in found.rows]
+explained = [onview.shown_explanation(r, None) or ("", r.score) for r in found.rows]
 
 
 def picked() -> None:

@@ -81,7 +81,8 @@ class NeuronTableQueries(Queries):
         if not neurons:
             return {}
         rows = self._db.cursor().execute(
-            f"SELECT {_ROW} FROM {_FROM} JOIN (SELECT unnest(?) AS layer, unnest(?) AS neuron) w USING (layer, neuron)",
+            f"SELECT {_ROW}, false FROM {_FROM} JOIN (SELECT unnest(?) AS layer, unnest(?) AS neuron) w "
+            "USING (layer, neuron)",
             [[n.layer for n in neurons], [n.neuron for n in neurons]],
         ).fetchall()
         found = [_neuron_row(r) for r in rows]
@@ -104,7 +105,7 @@ def _source(made_by: str | None) -> tuple[str, str, list[Any]]:
 
 def _neuron_row(r: Sequence[Any]) -> NeuronRow:
     return NeuronRow(NeuronId(int(r[0]), int(r[1])), float(r[2]), float(r[3]), float(r[4]), r[5],
-                     None if r[6] is None else float(r[6]), bool(r[7]) if len(r) > 7 else False)
+                     None if r[6] is None else float(r[6]), bool(r[7]))
 
 
 def like_pattern(text: str) -> str:
