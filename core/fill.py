@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -190,11 +191,25 @@ def _lock_path(cache: Path) -> Path:
 
 def read_fill(cache: str | Path) -> FillProgress | None:
     """The progress record of the fill of `cache`; None when there is none (or it cannot be read)."""
+    record = progress_path(Path(cache))
     try:
-        return FillProgress.from_json(json.loads(progress_path(Path(cache)).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        found = record.stat()
+    except OSError as error:
         if not isinstance(error, FileNotFoundError):
             log.warning("cannot read the fill's progress of %s: %s", cache, error)
+        return None
+    # every page run of the dashboard asks; the record changes every few seconds while a fill runs, never after
+    return _read_record(str(record), found.st_ino, found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_record(record: str, inode: int, mtime_ns: int, size: int) -> FillProgress | None:
+    # keyed by the file's identity: _write_record replaces the file, so each record is a new inode and time
+    try:
+        return FillProgress.from_json(json.loads(Path(record).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.warning("cannot read the fill's progress %s: %s", record, error)
         return None
 
 

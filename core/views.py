@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.offline.evidence import TokenStat, token_evidence
+from core.offline.evidence import TokenStat, fires_most, token_evidence
 from core.store import CacheInfo, CacheReader, NotesQueries
 from core.types import (
     QUANTILE_BINS,
@@ -314,3 +314,9 @@ def evidence(reader: CacheReader, neuron: NeuronId) -> tuple[TokenStat, ...]:
     """The tokens the neuron fires on most in the excerpts its explanations are written from, with levels and
     counts: evidence shown beside an explanation, never the explanation."""
     return tuple(token_evidence(reader, neuron))
+
+
+def insights_evidence(view: InsightsView) -> tuple[TokenStat, ...]:
+    """`evidence` from the excerpts an insights view holds already (the same table, without reading them again)."""
+    return tuple(fires_most([r for group in view.groups if group.kind == ExcerptKind.TOP
+                             for r in group.excerpts if r.split == Split.EXPLAIN]))

@@ -129,10 +129,16 @@ def number_symbols(language: str) -> tuple[str, str]:
 
 def localize_number(text: str, language: str) -> str:
     """A number formatted the Python (English) way, with the language's decimal and group symbols."""
+    table = number_table(language)
+    return text if table is None else text.translate(table)
+
+
+@functools.cache
+def number_table(language: str) -> dict[int, str] | None:
+    """For str.translate: numbers formatted the Python (English) way to `language`'s symbols; None where they are
+    the same. Text of numbers only: a token or a word keeps its dots and commas."""
     decimal, group, _first = _symbols(language)
-    if (decimal, group) == (".", ","):
-        return text
-    return "".join(decimal if char == "." else group if char == "," else char for char in text)
+    return None if (decimal, group) == (".", ",") else str.maketrans({".": decimal, ",": group})
 
 
 def number_in(value: float | int, spec: str, language: str) -> str:

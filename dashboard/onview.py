@@ -58,7 +58,7 @@ def seen_note(score: LiveScore | None) -> str:
 def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
     """The neuron's on-view explanation, made now (in the live queue) when it has none; None when the offline
     default has nothing to say. Call only for a neuron without a finished explanation from the command line."""
-    kept = ctx.notes_view(views.on_view_explanations, (neuron,)).get(neuron)
+    kept = ctx.neuron_notes_view(views.on_view_explanations, (neuron,)).get(neuron)
     if kept is not None:
         return kept
     try:
@@ -210,14 +210,14 @@ def listed(ctx: PageContext, rows: dict[NeuronId, NeuronRow], neurons: Iterable[
     """On-view explanations of the listed neurons that have no explanation in `rows`, and the set of those still
     being made (queued on BACKGROUND now if they have none yet): what a list of related neurons shows for them."""
     wanted = tuple(dict.fromkeys(n for n in neurons if not (n in rows and rows[n].explanation)))
-    found = dict(ctx.notes_view(views.on_view_explanations, wanted)) if wanted else {}
+    found = dict(ctx.neuron_notes_view(views.on_view_explanations, wanted)) if wanted else {}
     missing = [n for n in wanted if n not in found]
     if not missing:
         return found, set()
     BACKGROUND.want(ctx.cache, missing)
     pending = BACKGROUND.pending(ctx.cache, missing)
     if finished := tuple(n for n in missing if n not in pending):  # made since the view above was read
-        found.update(ctx.notes_view(views.on_view_explanations, finished))
+        found.update(ctx.neuron_notes_view(views.on_view_explanations, finished))
     return found, pending
 
 
@@ -228,10 +228,13 @@ def await_listed(cache: DashboardCache, neurons: tuple[NeuronId, ...]) -> None:
         st.rerun()
 
 
-def evidence_table(ctx: PageContext, neuron: NeuronId) -> None:
+def evidence_table(ctx: PageContext, neuron: NeuronId,
+                   found: Callable[[], Sequence[TokenStat]] | None = None) -> None:
     """"Tokens it fires on most": the evidence beside the explanation (levels 0-10 against the neuron's max), as
-    one piece of HTML built once per neuron (a data grid costs every run of the page its pandas and Arrow work)."""
-    widgets.html(ctx.rendered("onview.evidence", (neuron,), lambda: evidence_html(ctx.view(views.evidence, neuron))))
+    one piece of HTML built once per neuron (a data grid costs every run of the page its pandas and Arrow work);
+    `found` gives the table where a page has its excerpts at hand (views.insights_evidence), else it is read."""
+    widgets.html(ctx.rendered("onview.evidence", (neuron,), lambda: evidence_html(
+        found() if found is not None else ctx.view(views.evidence, neuron))))
 
 
 def evidence_html(found: Sequence[TokenStat]) -> str:

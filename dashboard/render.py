@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core import prompts
-from dashboard.i18n import N_, _, language, number_in
+from dashboard.i18n import N_, _, language, number_in, number_table
 
 POSITIVE_RGB = (255, 106, 0)
 """Heatmap colour of positive activations (orange)."""
@@ -157,9 +157,18 @@ def heat_class(value: float, positive_scale: float, negative_scale: float) -> st
     return level_class("n", -value / negative_scale if negative_scale > 0 else 0.0)
 
 
-def level_css(classes: set[str]) -> str:
-    """A style block for the heatmap classes in `classes` (scoped to heatmaps; colours from the class's numbers)."""
-    rules = []
+HEATMAP_CSS = (".na-heatmap{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;line-height:1.9}"
+               ".na-heatmap>div{margin:0 0 8px 0;padding:2px 0;border-bottom:1px solid #eee}"
+               ".na-hl{font-family:sans-serif;font-size:11px;color:#666}.na-hx{white-space:pre-wrap;word-break:break-word}"
+               ".na-ht{font-family:sans-serif;font-size:10px;color:#888;display:inline-block;width:64px}")
+"""How a heatmap's excerpts, their labels (na-hl), token lines (na-hx) and line tags (na-ht) look: once per heatmap,
+not on each of its hundreds of elements."""
+
+
+def level_css(classes: set[str], base: str = "") -> str:
+    """A style block for the heatmap classes in `classes` (scoped to heatmaps; colours from the class's numbers),
+    after the rules in `base`."""
+    rules = [base] if base else []
     for name in sorted(classes):
         prefix, level = name[:1], name[1:]
         if prefix in _LAYERS and level.isdigit():
@@ -191,12 +200,11 @@ def heatmap_html(
     """Excerpts as coloured tokens with hover values (a HEATMAP_MODES mode), after the style block of the colour
     classes they use."""
     used: set[str] = set()
-    parts = ['<div class="na-heatmap" style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;'
-             'font-size:13px;line-height:1.9">']
+    parts = ['<div class="na-heatmap">']
     for row in rows:
-        parts.append('<div style="margin:0 0 8px 0;padding:2px 0;border-bottom:1px solid #eee">')
+        parts.append("<div>")
         if row.label:
-            parts.append(f'<div style="font-family:sans-serif;font-size:11px;color:#666">{escape(row.label)}</div>')
+            parts.append(f'<div class="na-hl">{escape(row.label)}</div>')
         simulated = list(row.simulated) if row.simulated is not None else None
         if mode == "side by side" and simulated is not None:
             parts.append(_token_line(row, positive_scale, negative_scale, None, N_("real"), used))
@@ -206,7 +214,7 @@ def heatmap_html(
             parts.append(_token_line(row, positive_scale, negative_scale, overlay, "", used))
         parts.append("</div>")
     parts.append("</div>")
-    return level_css(used) + "".join(parts)
+    return level_css(used, HEATMAP_CSS) + "".join(parts)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -216,21 +224,24 @@ def _token_text(token: str) -> str:
 
 def _token_line(row: HeatmapRow, positive_scale: float, negative_scale: float, simulated: list[float] | None,
                 tag: str, used: set[str]) -> str:
-    out = ['<div style="white-space:pre-wrap;word-break:break-word">']
+    out = ['<div class="na-hx">']
     if tag:
-        out.append(f'<span style="font-family:sans-serif;font-size:10px;color:#888;display:inline-block;'
-                   f'width:64px">{escape(_(tag))}</span>')
-    # looked up once per line, filled per token
-    lang = language()
-    simulated_title = _("simulated {value}/10")
+        out.append(f'<span class="na-ht">{escape(_(tag))}</span>')
+    # looked up once per line, filled per token: a page holds thousands of tokens
+    symbols = number_table(language())
+    simulated_title = escape(_("simulated {value}/10"))
     tenths = 10.0 / positive_scale if positive_scale > 0 else 0.0
     for index, (token, raw) in enumerate(zip(row.tokens, row.activations, strict=False)):
         value = float(raw)
         sim = simulated[index] if simulated is not None and index < len(simulated) else None
-        # short on purpose (the token is in sight): a page holds thousands of these, every byte goes to every student
-        title = f"{number_in(value, '.3f', lang)} ({number_in(value * tenths, '.1f', lang)}/10)"
+        # short on purpose (the token is in sight): every byte goes to every student; numbers only, so no escaping
+        title = f"{value:.3f} ({value * tenths:.1f}/10)"
+        if symbols is not None:
+            title = title.translate(symbols)
         if sim is not None:
-            title += ", " + simulated_title.format(value=number_in(float(sim), ".1f", lang))
+            simulated_value = f"{float(sim):.1f}"
+            title += ", " + simulated_title.format(
+                value=simulated_value if symbols is None else simulated_value.translate(symbols))
         if tag == "simulated" and sim is not None:
             classes = level_class("p", float(sim) / 10.0)
         else:
@@ -239,9 +250,9 @@ def _token_line(row: HeatmapRow, positive_scale: float, negative_scale: float, s
                 classes = f"{classes} {underline}" if classes else underline
         if classes:
             used.update(classes.split())
-            out.append(f'<span class="{classes}" title="{escape(title)}">{_token_text(token)}</span>')
+            out.append(f'<span class="{classes}" title="{title}">{_token_text(token)}</span>')
         else:
-            out.append(f'<span title="{escape(title)}">{_token_text(token)}</span>')
+            out.append(f'<span title="{title}">{_token_text(token)}</span>')
     out.append("</div>")
     return "".join(out)
 
@@ -271,6 +282,19 @@ def card_html(text: str, source: str = "", badge: str = "") -> str:
             f'<div style="font-size:12px;color:#666;margin-top:4px">{escape(source)}</div></div>')
 
 
+def stats_html(stats: Sequence[tuple[str, str, str]]) -> str:
+    """Figures in a row, each a (label, value, help) with the help on hovering the label (all escaped): one element
+    where st.metric in st.columns makes two per figure and one for the row."""
+    cells = []
+    for label, value, help_text in stats:
+        hint = (f' title="{escape(help_text)}" style="font-size:14px;color:#555;text-decoration:underline dotted;'
+                'cursor:help"') if help_text else ' style="font-size:14px;color:#555"'
+        cells.append(f'<div class="na-stat" style="flex:1 1 110px;min-width:0"><div class="na-sl"{hint}>{escape(label)}'
+                     f'</div><div class="na-sv" style="font-size:28px;line-height:1.3">{escape(value)}</div></div>')
+    row = "display:flex;gap:16px;flex-wrap:wrap;margin:4px 0 8px 0"
+    return f'<div class="na-stats" style="{row}">{"".join(cells)}</div>'
+
+
 def steps_html(steps: Sequence[tuple[str, str]]) -> str:
     """Boxes joined by arrows, one per (title, text) step (the home page's explain -> simulate -> score)."""
     colours = [("#fff7f0", "#f0c29a"), ("#f0f5ff", "#b6c8f5"), ("#f0faf3", "#a9dcb8")]
@@ -282,30 +306,36 @@ def steps_html(steps: Sequence[tuple[str, str]]) -> str:
             f'margin:4px 0 12px 0">{arrow.join(boxes)}</div>')
 
 
+TABLE_CSS = ("<style>.na-table{border-collapse:collapse;font-size:13px;width:100%}"
+             ".na-table th{text-align:left;color:#666;font-weight:normal;border-bottom:1px solid #ddd;padding:2px 6px}"
+             ".na-table td{padding:2px 6px;border-bottom:1px solid #f0f0f0}"
+             ".na-table td.k{font-family:ui-monospace,monospace;white-space:pre}</style>")
+"""How render's tables look (a style block before each table; the first column, the key, in monospace)."""
+
+
 def table_html(header: Sequence[str], rows: Sequence[Sequence[object]], *, bars: Sequence[float] | None = None,
                bar_scale: float = 1.0, widths: Sequence[int] | None = None) -> str:
     """A small HTML table, every cell escaped; optional bars behind the last column, widths from clamped numbers
     (positive orange, negative blue); `widths` in percent per column. Lighter in the browser than a data grid."""
-    layout = ";table-layout:fixed" if widths else ""
-    parts = [f'<table class="na-table" style="border-collapse:collapse;font-size:13px;width:100%{layout}">']
+    # the cells' look is in TABLE_CSS, once per table: a page's tables hold hundreds of cells, sent to every student
+    layout = ' style="table-layout:fixed"' if widths else ""
+    parts = [TABLE_CSS, f'<table class="na-table"{layout}>']
     if widths:
         parts.append("<colgroup>" + "".join(f'<col style="width:{int(w)}%">' for w in widths) + "</colgroup>")
     parts.append("<tr>")
-    parts += [f'<th style="text-align:left;color:#666;font-weight:normal;border-bottom:1px solid #ddd;'
-              f'padding:2px 6px">{escape(h)}</th>' for h in header]
+    parts += [f"<th>{escape(h)}</th>" for h in header]
     parts.append("</tr>")
     for index, row in enumerate(rows):
         parts.append("<tr>")
         for column, cell in enumerate(row):
-            style = "padding:2px 6px;border-bottom:1px solid #f0f0f0"
-            if column == 0:
-                style += ";font-family:ui-monospace,monospace;white-space:pre"
+            key = ' class="k"' if column == 0 else ""
+            bar = ""
             if bars is not None and column == len(row) - 1:
                 value = float(bars[index])
                 colour = rgba(POSITIVE_RGB if value >= 0 else NEGATIVE_RGB, 0.35)
                 width = clamp01(abs(value) / bar_scale if bar_scale > 0 else 0.0) * 100
-                style += f";background:linear-gradient(90deg,{colour} {width:.0f}%,transparent {width:.0f}%)"
-            parts.append(f'<td style="{style}">{escape(cell)}</td>')
+                bar = f' style="background:linear-gradient(90deg,{colour} {width:.0f}%,transparent {width:.0f}%)"'
+            parts.append(f"<td{key}{bar}>{escape(cell)}</td>")
         parts.append("</tr>")
     parts.append("</table>")
     return "".join(parts)

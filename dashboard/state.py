@@ -218,17 +218,32 @@ class PageContext:
         return _cached_notes_view(_name(view), self._notes_key(), args,
                                   _compute=lambda: view(self.reader, self.notes, *args))
 
-    def rendered(self, name: str, args: tuple[Any, ...], build: Callable[[], T], *, notes: bool = False) -> T:
-        """build() once for every session until the cache files (with `notes`: also the notes) change; `name` and
-        `args` must say everything `build` depends on (e.g. "insights.excerpts", (neuron, per_group)); the session's
-        language is added here (what is built holds translated text and numbers)."""
+    def neuron_notes_view(self, view: Callable[..., T], neurons: NeuronId | tuple[NeuronId, ...], *args: Any) -> T:
+        """view(reader, notes, neurons, *args) for a view that reads only the notes about `neurons` (one neuron or
+        a tuple of them): cached for every session until something is written about one of them."""
+        return _cached_notes_view(_name(view), self._notes_key(neurons), (neurons, *args),
+                                  _compute=lambda: view(self.reader, self.notes, neurons, *args))
+
+    def rendered(self, name: str, args: tuple[Any, ...], build: Callable[[], T], *,
+                 notes: NeuronId | None = None) -> T:
+        """build() once for every session until the cache files (with `notes`: also the notes about that neuron)
+        change; `name` and `args` must say everything `build` depends on (e.g. "insights.excerpts", (neuron,
+        per_group)); the session's language is added here (what is built holds translated text and numbers)."""
         args = (language(), *args)
-        if notes:
-            return _cached_notes_view(name, self._notes_key(), args, _compute=build)
+        if notes is not None:
+            return _cached_notes_view(name, self._notes_key(notes), args, _compute=build)
         return _cached_view(name, cache_key(self.cache), args, _compute=build)
 
-    def _notes_key(self) -> tuple[Any, ...]:
-        return (*cache_key(self.cache), id(self.notes), self.notes.version)
+    def _notes_key(self, neurons: NeuronId | tuple[NeuronId, ...] | None = None) -> tuple[Any, ...]:
+        """The cache files, this notes object and its count of writes: all of them, or those about `neurons`."""
+        # tagged: a count of all writes and a count of one neuron's writes may be equal numbers
+        if neurons is None:
+            written: Any = ("all", self.notes.version)
+        elif isinstance(neurons, NeuronId):
+            written = ("neuron", self.notes.neuron_version(neurons))
+        else:
+            written = ("neurons", tuple(self.notes.neuron_version(n) for n in neurons))
+        return (*cache_key(self.cache), id(self.notes), written)
 
 
 @dataclass(frozen=True)

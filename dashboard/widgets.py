@@ -260,6 +260,11 @@ def explanation_card(text: str, source: str = "", badge: str = "") -> None:
     html(render.card_html(render.visible_blanks(text), source, badge))
 
 
+def stats(figures: Sequence[tuple[str, str, str]]) -> None:
+    """Figures in a row: (label, value, help) each (render.stats_html)."""
+    html(render.stats_html(figures))
+
+
 def score_badge(score: float | None) -> str:
     """The badge of an explanation card ("no score" where there is none)."""
     return _("no score") if score is None else _("score {score}", score=score_text(score))

@@ -68,7 +68,7 @@ def submit(ctx: PageContext, neuron: NeuronId) -> None:
 
 
 st.subheader(_("What does it look for?"))
-if not ctx.notes_view(classroom.board, neuron).settings.open:
+if not ctx.neuron_notes_view(classroom.board, neuron).settings.open:
     st.info(_("The teacher has closed the board for this neuron: it is shown below, but takes no new explanations."))
 else:
     with st.form("board_form", clear_on_submit=False):
@@ -148,7 +148,7 @@ def real_against_simulated(ctx: PageContext, board: classroom.Board) -> None:
                           key=f"board_simulated_{board.neuron}")
     if picked is None:
         return
-    simulated = ctx.notes_view(views.live_simulation, board.neuron, picked)
+    simulated = ctx.neuron_notes_view(views.live_simulation, board.neuron, picked)
     scale = simulated.scale
     widgets.heatmap([HeatmapRow(item.excerpt.excerpt.tokens, item.excerpt.activations,
                                 _("{kind} #{rank} · excerpt score {score}",
@@ -165,7 +165,7 @@ def saw_scoring(suggestion: Suggestion) -> bool:
 @st.fragment(run_every=BOARD_POLL_S)
 def class_board(ctx: PageContext, neuron: NeuronId) -> None:
     """The board, refreshed while the page is open."""
-    board = ctx.notes_view(classroom.board, neuron)
+    board = ctx.neuron_notes_view(classroom.board, neuron)
     st.subheader(_("The class board"))
     rows = [[f"{'📌 ' if e.pinned else ''}{e.rank}", e.suggestion.text, e.suggestion.author, votes_text(e.votes),
              f"{score_text(e.score)}{'*' if saw_scoring(e.suggestion) else ''}"] for e in board.entries]

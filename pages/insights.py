@@ -20,7 +20,7 @@ neuron = ctx.neuron
 st.title(_("Neuron {neuron} — insights", neuron=neuron))
 view = ctx.view(views.insights, neuron)
 stats = widgets.recorded(neuron, view.stats)
-people = ctx.notes_view(views.people, neuron)
+people = ctx.neuron_notes_view(views.people, neuron)
 
 # --- explanations -------------------------------------------------------------------------------------------
 explanations = view.explanations
@@ -31,11 +31,11 @@ if best is not None and best.text:
                              widgets.score_badge(best.score_all))
 elif (made := onview.on_view(ctx, neuron)) is not None:
     onview.explanation_card(made)
-    people = ctx.notes_view(views.people, neuron)  # with the one kept now
+    people = ctx.neuron_notes_view(views.people, neuron)  # with the one kept now
 else:
     widgets.not_computed(_("An explanation of this neuron"),
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
-onview.evidence_table(ctx, neuron)
+onview.evidence_table(ctx, neuron, lambda: views.insights_evidence(view))
 suggestions = people.suggestions
 
 
@@ -59,21 +59,20 @@ def explanations_table() -> str:
 with st.expander(_("All explanations ({pipeline} from the pipeline, {suggested} suggested here)",
                    pipeline=len(explanations), suggested=len(suggestions)),
                  expanded=len(explanations) + len(suggestions) > 1):
-    widgets.html(ctx.rendered("insights.explanations", (neuron,), explanations_table, notes=True))
+    widgets.html(ctx.rendered("insights.explanations", (neuron,), explanations_table, notes=neuron))
 widgets.generate_panel(ctx)
 
 # --- statistics and histogram ---------------------------------------------------------------------------------
 st.subheader(_("Activations"))
-cols = st.columns(6)
-cols[0].metric(_("max"), number(stats.max_activation, ".3g"))
-cols[1].metric(_("min"), number(stats.min_activation, ".3g"))
-cols[2].metric(_("mean"), number(stats.mean, ".3g"))
-cols[3].metric(_("density"), number(stats.density, ".1%"), help=_("share of tokens with activation above zero"))
-cols[4].metric(_("skewness"), number(stats.skewness, ".2f"))
-cols[5].metric(_("kurtosis"), number(stats.kurtosis, ".1f"), help=_("excess kurtosis: 0 for a normal distribution"))
-widgets.chart(ctx.rendered("insights.histogram", (neuron,), lambda: svg.histogram_svg(
-    stats, x_title=_("activation"), y_title=_("tokens (symlog scale)"),
-    bar_title=_("{low} to {high}: {tokens} tokens"))))
+widgets.chart(ctx.rendered("insights.activations", (neuron,), lambda: render.stats_html([
+    (_("max"), number(stats.max_activation, ".3g"), ""),
+    (_("min"), number(stats.min_activation, ".3g"), ""),
+    (_("mean"), number(stats.mean, ".3g"), ""),
+    (_("density"), number(stats.density, ".1%"), _("share of tokens with activation above zero")),
+    (_("skewness"), number(stats.skewness, ".2f"), ""),
+    (_("kurtosis"), number(stats.kurtosis, ".1f"), _("excess kurtosis: 0 for a normal distribution")),
+]) + svg.histogram_svg(stats, x_title=_("activation"), y_title=_("tokens (symlog scale)"),
+                       bar_title=_("{low} to {high}: {tokens} tokens"))))
 
 # --- excerpts: top, each quantile bin, random, bottom (one shared colour scale) ------------------------------
 per_group = st.slider(_("Excerpts per group"), 1, 20, 5, key="insights_per_group")

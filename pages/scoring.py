@@ -23,7 +23,7 @@ neuron = ctx.neuron
 st.title(_("Neuron {neuron} — scoring details", neuron=neuron))
 view = ctx.view(views.scoring, neuron)
 stats = widgets.recorded(neuron, view.stats)
-people = ctx.notes_view(views.people, neuron)
+people = ctx.neuron_notes_view(views.people, neuron)
 
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
 explained, suggestions = view.explained, people.suggestions
@@ -44,17 +44,16 @@ if explained:
     widgets.explanation_card(current.text, _("{explainer} · prompt {prompt} · scored by {simulator}",
                                              explainer=explainer, prompt=current.prompt_version or "-",
                                              simulator=current.simulator))
-    cols = st.columns(3)
-    cols[0].metric(_("Score: top and random"), score_text(current.score_all))
-    cols[1].metric(_("Top excerpts only"), score_text(current.score_top))
-    cols[2].metric(_("Random excerpts only"), score_text(current.score_random))
+    widgets.stats([(_("Score: top and random"), score_text(current.score_all), ""),
+                   (_("Top excerpts only"), score_text(current.score_top), ""),
+                   (_("Random excerpts only"), score_text(current.score_random), "")])
 elif (made := onview.on_view(ctx, neuron)) is not None:
     onview.explanation_card(made)
-    cols = st.columns(3)
-    cols[0].metric(_("Score: top and random"), onview.score_text(made.score.score_all if made.score else None))
-    cols[1].metric(_("Top excerpts only"), onview.score_text(made.score.score_top if made.score else None))
-    cols[2].metric(_("Random excerpts only"), onview.score_text(made.score.score_random if made.score else None))
-    suggestions = ctx.notes_view(views.people, neuron).suggestions  # with the one kept now
+    scored = made.score
+    widgets.stats([(_("Score: top and random"), onview.score_text(scored.score_all if scored else None), ""),
+                   (_("Top excerpts only"), onview.score_text(scored.score_top if scored else None), ""),
+                   (_("Random excerpts only"), onview.score_text(scored.score_random if scored else None), "")])
+    suggestions = ctx.neuron_notes_view(views.people, neuron).suggestions  # with the one kept now
 else:
     widgets.not_computed(_("An explanation and its scores"),
                          f"python -m core explain {ctx.reader.path} --neurons {neuron} --explainer baseline")
@@ -175,7 +174,7 @@ if last and last[0] == neuron:
         if onview.seen_note(score):
             st.caption(_("You wrote it on this page, which shows the scoring excerpts, so its score is optimistic: "
                          "it is kept as a suggestion and never picks the neuron's best explanation."))
-suggestions = ctx.notes_view(views.people, neuron).suggestions  # with one kept above
+suggestions = ctx.neuron_notes_view(views.people, neuron).suggestions  # with one kept above
 if suggestions:
     st.dataframe(number_columns(pd.DataFrame([{"suggestion": s.text, "by": s.author, "source": s.source,
                                 "score": s.score.score_all if s.score else None,
@@ -210,7 +209,7 @@ else:
             ctx.notes.add_rating(neuron, rated_text, Rating(verdict), note=note.strip(), author=reviewer.strip(),
                                  explanation_ref=ref, score=rated_score)
             st.success(_("Rating saved."))
-ratings = ctx.notes_view(views.people, neuron).ratings  # a rating saved above is in it (the notes changed)
+ratings = ctx.neuron_notes_view(views.people, neuron).ratings  # a rating saved above is in it (the notes changed)
 if ratings:
     st.dataframe(number_columns(pd.DataFrame([{"rating": named(RATINGS, r.rating.value),
                                                "explanation": r.explanation_text, "score": r.score, "note": r.note,

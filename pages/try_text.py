@@ -67,7 +67,7 @@ position = st.selectbox(_("Token"), range(len(tokens)), index=int(np.argmax(colu
                         format_func=lambda i: f"{i}: {display_token(tokens[i])!r}")
 top = tuple(NeuronId(layer, int(i)) for i in np.argsort(-acts[position])[:10])
 rows = ctx.view(views.neuron_rows, top)
-made = ctx.notes_view(views.on_view_explanations, top)  # those already made on view (none are made here)
+made = ctx.neuron_notes_view(views.on_view_explanations, top)  # those already made on view (none are made here)
 
 
 def explained(n: NeuronId) -> tuple[str, str]:

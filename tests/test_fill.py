@@ -129,3 +129,19 @@ def test_the_app_reports_the_background_fill_until_it_is_done_and_the_fill_runs_
         holder.kill()
         holder.wait()
     assert json.loads(progress_path(tiny_demo).read_text()) == record
+
+
+def test_the_progress_record_is_read_again_when_it_changes_and_a_damaged_one_is_none(tmp_path):
+    from core.fill import FillProgress, _write_record
+
+    cache = tmp_path / "x.duckdb"
+    assert read_fill(cache) is None
+    _write_record(cache, FillProgress(pid=1, build_id="b", steps=(), publications=1))
+    first = read_fill(cache)
+    assert first is not None and first.publications == 1 and read_fill(cache) is first  # read once per version
+    _write_record(cache, FillProgress(pid=1, build_id="b", steps=(), publications=2))
+    assert (again := read_fill(cache)) is not None and again.publications == 2
+    progress_path(cache).write_text("{ not json")
+    assert read_fill(cache) is None
+    progress_path(cache).unlink()
+    assert read_fill(cache) is None

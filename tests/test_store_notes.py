@@ -138,3 +138,15 @@ def test_llm_answers_stay_in_the_file_of_whoever_asked(cache, tiny_explained_cac
         writer.responses.put("k", "completions", "m", '{"b": 1}')
     with open_results_writer(path) as writer:
         assert writer.responses.get("k") == '{"b": 1}'
+
+
+def test_each_write_counts_for_its_neuron_so_views_of_other_neurons_stay_valid(cache):
+    notes, a, b = cache.notes, NeuronId(1, 5), NeuronId(0, 3)
+    assert (notes.version, notes.neuron_version(a), notes.neuron_version(b)) == (0, 0, 0)
+    live = notes.add_live_score(a, "x", "baseline", Scores(0.2, 0.2, 0.2, 5), [])
+    notes.add_suggestion(a, "x", "Ada", score_id=live.score_id)
+    notes.add_rating(a, "x", Rating.RIGHT)
+    assert (notes.version, notes.neuron_version(a), notes.neuron_version(b)) == (3, 3, 0)
+    notes.share(b, "insights")
+    notes.set_board(b, open=True)
+    assert (notes.version, notes.neuron_version(a), notes.neuron_version(b), notes.class_version) == (5, 3, 2, 2)

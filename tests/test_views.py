@@ -39,6 +39,15 @@ def test_insights_groups_every_stored_excerpt_once_in_page_order(reader):
     assert all(not tokens for _, tokens in view.tokens[1:])
 
 
+def test_the_evidence_from_an_insights_view_is_the_evidence_read_on_its_own(reader):
+    compared = 0
+    for neuron in (NeuronId(layer, index) for layer in range(2) for index in range(48)):
+        found = views.evidence(reader, neuron)
+        assert views.insights_evidence(views.insights(reader, neuron)) == found
+        compared += bool(found)
+    assert compared > 40  # most neurons have a table to compare
+
+
 def test_simulation_of_a_live_score_lines_up_with_the_scoring_excerpts(tiny_explained_cache, tmp_path):
     path = tmp_path / "copy.duckdb"
     copy_cache(tiny_explained_cache, path)

@@ -5,6 +5,7 @@ file's only writer, so it never waits for the command line's lock.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import duckdb
@@ -173,6 +174,8 @@ class NotesStore(NotesQueries):
         super().__init__(db)
         self.version = 0
         """Counts the writes made through this object: a cache key for views that read the notes."""
+        self._neuron_versions: dict[NeuronId, int] = {}
+        self._counting = threading.Lock()  # writes come from page runs and the background thread at once
         self.class_version = 0
         """Counts the writes of the classroom's state (shares and boards): what students' pages poll, an int read
         without a query (this process is the notes' only writer, so no write can happen behind its back)."""
@@ -204,7 +207,7 @@ class NotesStore(NotesQueries):
                     f"INSERT INTO {NOTES}.live_simulations VALUES (?, ?, ?, ?)",
                     [[score_id, s.excerpt_id, list(s.normalized_predictions), finite(s.score)] for s in simulations],
                 )
-        self.version += 1
+        self._changed(neuron)
         return LiveScore(score_id, neuron, text, simulator, *values, tuple(simulations), author_saw_score_excerpts)
 
     def add_suggestion(
@@ -219,7 +222,7 @@ class NotesStore(NotesQueries):
                 f"RETURNING {_STAMP}",
                 [suggestion_id, neuron.layer, neuron.neuron, text, author, source, score_id],
             ).fetchone()
-        self.version += 1
+        self._changed(neuron)
         score = None if score_id is None else self.live_score_by_id(score_id, with_simulations=False)
         return Suggestion(suggestion_id, neuron, text, author, source, row[0] if row else "", score)
 
@@ -244,7 +247,7 @@ class NotesStore(NotesQueries):
                 [rating_id, neuron.layer, neuron.neuron, explanation_text, explanation_ref, finite(score),
                  str(rating), note, author],
             ).fetchone()
-        self.version += 1
+        self._changed(neuron)
         return HumanRating(rating_id, neuron, explanation_text, explanation_ref, finite(score), rating, note, author,
                            row[0] if row else "")
 
@@ -256,7 +259,7 @@ class NotesStore(NotesQueries):
                 f"INSERT INTO {NOTES}.class_shares VALUES (?, ?, ?, ?, (now() AT TIME ZONE 'UTC')) RETURNING {_STAMP}",
                 [share_id, neuron.layer, neuron.neuron, page],
             ).fetchone()
-        self._class_changed()
+        self._changed(neuron, classroom=True)
         return ClassShare(share_id, neuron, page, row[0] if row else "")
 
     def set_board(
@@ -281,12 +284,22 @@ class NotesStore(NotesQueries):
                 f"INSERT OR REPLACE INTO {NOTES}.class_boards VALUES (?, ?, ?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
                 [neuron.layer, neuron.neuron, settings.open, settings.pinned_suggestion, *cleared],
             )
-        self._class_changed()
+        self._changed(neuron, classroom=True)
         return settings
 
-    def _class_changed(self) -> None:
-        self.version += 1
-        self.class_version += 1
+    def neuron_version(self, neuron: NeuronId) -> int:
+        """Counts the writes about `neuron` made through this object: a cache key for views of one neuron's notes,
+        which a write about another neuron (a class submitting on the board, an explanation made on view in the
+        background) leaves valid."""
+        return self._neuron_versions.get(neuron, 0)
+
+    def _changed(self, neuron: NeuronId, classroom: bool = False) -> None:
+        # counted after the commit: a view computed under the new count sees the new rows
+        with self._counting:
+            self.version += 1
+            self._neuron_versions[neuron] = self._neuron_versions.get(neuron, 0) + 1
+            if classroom:
+                self.class_version += 1
 
 
 def _next_id(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> int:

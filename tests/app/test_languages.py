@@ -21,7 +21,7 @@ from babel.messages.pofile import read_po
 from core import views
 from core.types import NeuronId
 from dashboard import i18n
-from tests.app.test_pages import PAGES, no_errors, opened
+from tests.app.test_pages import PAGES, figures, no_errors, opened
 
 ALL_PAGES = ["pages/home.py", *PAGES]
 NEURON = {"layer": 0, "neuron": 1}
@@ -36,7 +36,7 @@ PLACEHOLDER = re.compile(r"{[^{}]*}")
 PATH = re.compile(r"\S*/\S*")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
 TOKEN_SPAN = re.compile(r"<span[^>]*title=[^>]*>.*?</span>", re.S)
-TOKEN_CELL = re.compile(r"<td[^>]*ui-monospace[^>]*>.*?</td>", re.S)
+TOKEN_CELL = re.compile(r'<td class="k"[^>]*>.*?</td>', re.S)
 TOKEN_DOT = re.compile(r"<circle[^>]*><title>.*?</title>", re.S)
 """A dot of the scatter: its hover text starts with a token."""
 
@@ -103,7 +103,7 @@ def interface_text(at) -> list[str]:
             value = getattr(node, name, None)
             if isinstance(value, str):
                 found.append(value)
-        if kind == "Markdown" and str(node.value).startswith("<svg"):
+        if kind == "Markdown" and str(node.value).startswith(("<svg", "<div")):
             kind = "Html"  # a chart (widgets.chart draws SVG through Markdown): read as the HTML it is
         if kind in {"Title", "Header", "Subheader", "Markdown", "Caption", "Error", "Warning", "Info", "Success"}:
             found.append(str(node.value))
@@ -193,11 +193,11 @@ def test_turkish_numbers_shown_as_text_have_a_decimal_comma(app, app_cache):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Token sayısı"] == "4.096" and metrics["Nöronlar"] == "46.080"
     at.switch_page("pages/insights.py").run()
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["yoğunluk"].startswith("%") and "," in metrics["yoğunluk"]
-    assert "," in metrics["çarpıklık"] and "." not in metrics["çarpıklık"]
+    shown = figures(at)
+    assert shown["yoğunluk"].startswith("%") and "," in shown["yoğunluk"]
+    assert "," in shown["çarpıklık"] and "." not in shown["çarpıklık"]
     at.switch_page("pages/scoring.py").run()
-    score = {m.label: m.value for m in at.metric}["Puan: en güçlü ve rastgele"]
+    score = figures(at)["Puan: en güçlü ve rastgele"]
     assert re.fullmatch(r"-?\d,\d\d", score) or score == "tanımsız", score
 
 

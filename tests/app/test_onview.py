@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import re
 
-from test_pages import no_errors, opened, texts
+from test_pages import figures, no_errors, opened, texts
 
 from core.live import ON_VIEW_SOURCE, explain_on_view
 from core.score import is_readable
@@ -36,8 +36,7 @@ def test_a_neuron_without_an_explanation_gets_one_on_first_view_kept_and_marked(
     no_errors(again)
     assert [s.suggestion_id for s in notes.suggestions(neuron) if s.source == ON_VIEW_SOURCE] == [kept.suggestion_id]
     assert html.escape(kept.text, quote=True) in texts(again)
-    metrics = {m.label: m.value for m in again.metric}
-    assert metrics["Score: top and random"] not in UNDEFINED
+    assert figures(again)["Score: top and random"] not in UNDEFINED
     assert "made on view" in again.selectbox(key="scoring_source").value  # its simulation is shown
     heatmaps = "".join(h.value for h in again.get("html") if "na-heatmap" in h.value)
     assert "simulated" in heatmaps

@@ -86,6 +86,8 @@ def test_display_token_shows_invisible_characters():
 def test_tables_and_cards_escape_every_cell():
     for payload in PAYLOADS:
         markup = ui.table_html(["token", payload], [[payload, 1.5]], bars=[-2.0], bar_scale=1.0, widths=[50, 50])
+        css, markup = markup.split("</style>")  # the table's own style block first, then the table
+        assert css + "</style>" == ui.TABLE_CSS
         assert not re.search(r"<(img|script|style|iframe)", markup) and html.escape(payload, quote=True) in markup
         assert "rgba(37,99,235,0.35) 100%" in markup  # a negative bar, clamped to the full width
         card = ui.card_html(payload, payload, payload)
