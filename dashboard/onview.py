@@ -156,8 +156,16 @@ class Background:
                 self._asked[key] = now
             return not still
 
+        deadline = time.monotonic() + timeout
         with self._done:
-            return self._done.wait_for(done, timeout)
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # asks again at least every LIST_POLL_S, as an open page does: one long explanation (and the pause
+                # after it) must not leave the rest waiting unasked until they go stale
+                self._done.wait(min(remaining, LIST_POLL_S))
+            return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Start no more explanations and wait (at most `timeout` s) for the one in progress: at the server's exit,

@@ -70,18 +70,20 @@ def neuron_selector(layers: int, neurons_per_layer: int, container: Any) -> Neur
     """Layer and neuron inputs bound to the URL's `layer` and `neuron`; previous, random and next buttons."""
     with container:
         st.markdown(_("**Neuron**"))
-        left, right = st.columns(2)
+        # rows as horizontal containers, not st.columns: one element a row instead of one plus one per column (every
+        # element costs every page run on the server)
+        inputs = st.container(horizontal=True)
         # value "min" (0) is the default: the URL drops a parameter at its default, and buttons set these keys
-        layer = left.number_input(_("Layer"), min_value=0, max_value=max(layers - 1, 0), step=1,
-                                  key="layer", bind="query-params")
-        neuron = right.number_input(_("Neuron"), min_value=0, max_value=max(neurons_per_layer - 1, 0), step=1,
-                                    key="neuron", bind="query-params")
-        back, lucky, forward = st.columns(3)
-        back.button("", key="nav_prev", icon=":material/chevron_left:", help=_("previous neuron"), on_click=step,
-                    args=(-1, layers, neurons_per_layer), width="stretch")
-        lucky.button("", key="nav_random", icon=":material/shuffle:", help=_("a random neuron"), on_click=random_neuron,
-                     args=(layers, neurons_per_layer), width="stretch")
-        forward.button("", key="nav_next", icon=":material/chevron_right:", help=_("next neuron"), on_click=step,
+        layer = inputs.number_input(_("Layer"), min_value=0, max_value=max(layers - 1, 0), step=1,
+                                    key="layer", bind="query-params")
+        neuron = inputs.number_input(_("Neuron"), min_value=0, max_value=max(neurons_per_layer - 1, 0), step=1,
+                                     key="neuron", bind="query-params")
+        buttons = st.container(horizontal=True)
+        buttons.button("", key="nav_prev", icon=":material/chevron_left:", help=_("previous neuron"), on_click=step,
+                       args=(-1, layers, neurons_per_layer), width="stretch")
+        buttons.button("", key="nav_random", icon=":material/shuffle:", help=_("a random neuron"),
+                       on_click=random_neuron, args=(layers, neurons_per_layer), width="stretch")
+        buttons.button("", key="nav_next", icon=":material/chevron_right:", help=_("next neuron"), on_click=step,
                        args=(1, layers, neurons_per_layer), width="stretch")
     return NeuronId(int(layer), int(neuron))
 
