@@ -150,3 +150,24 @@ def test_a_silent_neuron_gets_no_phrase():
     quiet = [NeuronExcerpt(NeuronId(0, 0), Excerpt(0, (0, 1), ("a", "b")), ExcerptKind.TOP, 0, Split.EXPLAIN,
                            (0.0, 0.0))]
     assert write_phrases(quiet) == []
+
+
+def test_the_writers_prediction_with_shared_clauses_is_the_readers_prediction():
+    """The writer reads each clause on the excerpts once and shares it between the phrases it tries: the same
+    numbers as the reader predicting each phrase on each excerpt."""
+    from core.offline.reader import predict_view, read_explanation
+    from core.offline.writer import _read
+
+    excerpts = _excerpts(_tokens(" more", " less"), seed=7)
+    data = _read(excerpts)
+    texts = ['" more" and " less"', 'mostly " more", also " less"', 'the word " more"', "numbers",
+             'the name right after "import"', "below zero on commas", 'mostly " more", weakly numbers; below zero on '
+             "commas", "words inside parentheses"]
+    read_once = 0
+    for _round in range(2):  # the second round only from the shared clauses
+        for text in texts:
+            reading = read_explanation(text)
+            expected = np.concatenate([predict_view(reading, token_view(tuple(e.excerpt.tokens))) for e in excerpts])
+            assert np.array_equal(data.predict(reading), expected), text
+        read_once = read_once or len(data.clauses)
+    assert len(data.clauses) == read_once >= len(texts)

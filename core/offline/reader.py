@@ -540,7 +540,8 @@ def _token_levels(selector: Selector, view: TokenView, level: float, knowledge: 
     return levels
 
 
-def _clause_levels(clause: Clause, view: TokenView, knowledge: Knowledge | None) -> np.ndarray:
+def clause_levels(clause: Clause, view: TokenView, knowledge: Knowledge | None = None) -> np.ndarray:
+    """The level (0 up) each token of `view` gets from one clause of a reading, before the clauses are combined."""
     levels = _token_levels(clause.target, view, clause.level, knowledge)
     if clause.after is not None:
         previous = np.concatenate([[0.0], _selector_strength(clause.after, view)[:-1]])
@@ -574,14 +575,19 @@ def predict(reading: Reading, tokens: Sequence[str], knowledge: Knowledge | None
 
 def predict_view(reading: Reading, view: TokenView, knowledge: Knowledge | None = None) -> np.ndarray:
     """`predict` on an excerpt's view, as an array (the writer tries hundreds of phrases on the same views)."""
-    positive = np.zeros(len(view), dtype=np.float64)
-    negative = np.zeros(len(view), dtype=np.float64)
-    for clause in reading.clauses:
-        levels = _clause_levels(clause, view, knowledge)
+    return combine_levels(reading, [clause_levels(clause, view, knowledge) for clause in reading.clauses], len(view))
+
+
+def combine_levels(reading: Reading, levels: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """The prediction from the levels of each of `reading`'s clauses (in its order) over `size` tokens: the
+    strongest clause wins, and a reading with negative clauses puts unnamed tokens at a base above zero."""
+    positive = np.zeros(size, dtype=np.float64)
+    negative = np.zeros(size, dtype=np.float64)
+    for clause, named in zip(reading.clauses, levels, strict=True):
         if clause.negative:
-            negative = np.maximum(negative, levels)
+            negative = np.maximum(negative, named)
         else:
-            positive = np.maximum(positive, levels)
+            positive = np.maximum(positive, named)
     positive = np.minimum(positive, prompts.SCALE_MAX)  # levels are absolute values: no lower bound to clip
     if not reading.has_negative:
         return positive

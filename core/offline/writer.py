@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core import prompts
 from core.offline.families import BY_KEY, TOKEN_FAMILIES
-from core.offline.reader import predict_view, read_explanation
+from core.offline.reader import Reading, clause_levels, combine_levels, read_explanation
 from core.offline.view import TokenView, token_view
 from core.score import is_readable, pearson
 from core.types import NeuronExcerpt
@@ -79,8 +79,22 @@ class _Excerpts:
     low: float
     """The lowest activation."""
 
+    clauses: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each clause's levels over every excerpt, by the clause's repr: the phrases tried for a neuron share their
+    parts, so each part's clause is read on the excerpts once."""
+
     def concat(self, per_view: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(per_view) if per_view else np.zeros(0)
+
+    def predict(self, reading: Reading) -> np.ndarray:
+        """The reader's prediction of every token of the excerpts (concatenated) under `reading`."""
+        levels = []
+        for clause in reading.clauses:
+            key = repr(clause)  # equal clauses, equal reprs (a clause holds a dict: no hash)
+            if (found := self.clauses.get(key)) is None:
+                found = self.clauses[key] = self.concat([clause_levels(clause, view) for view in self.views])
+            levels.append(found)
+        return combine_levels(reading, levels, self.activations.size)
 
 
 def _read(excerpts: Sequence[NeuronExcerpt]) -> _Excerpts:
@@ -93,9 +107,7 @@ def _read(excerpts: Sequence[NeuronExcerpt]) -> _Excerpts:
 
 def fit(text: str, data: _Excerpts) -> float:
     """How well the reader's reading of `text` predicts the EXPLAIN excerpts (Pearson, pooled; -1 if undefined)."""
-    reading = read_explanation(text)
-    predicted = np.concatenate([predict_view(reading, view) for view in data.views])
-    score = pearson(data.activations, predicted)
+    score = pearson(data.activations, data.predict(read_explanation(text)))
     return -1.0 if score is None else score
 
 
@@ -262,8 +274,7 @@ def _and(names: Sequence[str]) -> str:
 
 def _with_mean(part: Part, data: _Excerpts) -> Part:
     """The part with the mean activation on what it names fully (not its loose matches)."""
-    reading = read_explanation(part.text)
-    predicted = np.concatenate([predict_view(reading, view) for view in data.views])
+    predicted = data.predict(read_explanation(part.text))
     chosen = data.activations[predicted >= predicted.max()] if predicted.max() > 0 else predicted[:0]
     return Part(part.text, part.kind, part.tokens, float(chosen.mean()) if chosen.size else 0.0)
 
