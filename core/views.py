@@ -77,16 +77,26 @@ class HomeView:
     """The best explained neurons of the last third of the layers (deep yet well explained)."""
 
 
-def home(reader: CacheReader) -> HomeView:
-    """The home page's summary of the cache."""
+def home(reader: CacheReader, made_by: str | None = None) -> HomeView:
+    """The home page's summary of the cache; with `made_by` (a source of the notes, which must be attached), the
+    lists rank that source's explanations of neurons the command line did not explain with the rest."""
     summary = reader.info()
 
     def best(descending: bool, min_layer: int | None = None) -> tuple[NeuronRow, ...]:
         return tuple(reader.neuron_table(order="score", descending=descending, scored_only=True, min_layer=min_layer,
-                                         limit=HOME_LIST_LENGTH))
+                                         limit=HOME_LIST_LENGTH, made_by=made_by))
 
     return HomeView(summary, tuple(reader.scores_by_layer()), best(True), best(False),
                     best(True, 2 * summary.layers // 3))
+
+
+def home_on_view(reader: CacheReader, notes: NotesQueries) -> HomeView:
+    """`home` with the explanations made when neurons were first viewed (held out as the command line's are:
+    chosen on the CALIBRATE excerpts, scored on the SCORE ones) in its lists: what a class browsing found shows on
+    the home page (a view of the notes too)."""
+    from core.live import ON_VIEW_SOURCE
+
+    return home(reader, ON_VIEW_SOURCE)
 
 
 def disagreements(reader: CacheReader, notes: NotesQueries) -> tuple[Disagreement, ...]:

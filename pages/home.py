@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import views
-from dashboard import charts, classroom, render, widgets
+from dashboard import charts, classroom, onview, render, widgets
 from dashboard.i18n import _, number
 from dashboard.i18n import score as score_text
 from dashboard.state import PAGES, current_frame, no_cache_message
@@ -32,7 +32,7 @@ if frame.context is None:
     st.warning(no_cache_message(frame.problem))
     st.stop()
 ctx = frame.context
-home = ctx.view(views.home)
+home = ctx.notes_view(views.home_on_view)
 info = home.info
 cols = st.columns([2.2, 1.4, 1, 1, 1])
 cols[0].metric(_("Model"), render.plain(info.model))  # metric values render Markdown
@@ -58,9 +58,11 @@ else:
         with column:
             st.markdown(f"**{title}**")
             for row in rows:
-                shown = render.visible_blanks(row.explanation or "")[:60]
+                shown = render.visible_blanks(row.explanation or "")[:60] + (onview.ON_VIEW_MARK if row.made else "")
                 widgets.neuron_button(row.neuron, f"{row.neuron} · {score_text(row.score)} · {shown}",
                                       key=f"home_{name}_{row.neuron}")
+    if any(row.made for _name, _title, rows in lists for row in rows):
+        st.caption(_(onview.ON_VIEW_LEGEND))
 
 disagreements = ctx.notes_view(views.disagreements)
 st.subheader(_("Where people and the score disagree"))

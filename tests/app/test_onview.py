@@ -13,8 +13,8 @@ from test_pages import figures, no_errors, opened, texts
 from core.live import ON_VIEW_SOURCE, explain_on_view
 from core.score import is_readable
 from core.types import NeuronId, RelatedNeuronKind
-from dashboard.onview import BACKGROUND, ON_VIEW_NOTE, SEEN_MARK
-from dashboard.render import display_token, visible_blanks
+from dashboard.onview import BACKGROUND, ON_VIEW_MARK, ON_VIEW_NOTE, SEEN_MARK
+from dashboard.render import display_token, shown, visible_blanks
 
 UNDEFINED = ("undefined", "nan", "NaN", "None")
 
@@ -251,3 +251,21 @@ def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeyp
     assert tried == [first, second]  # once each, in the order asked
     worker.want(cache, [first])  # nothing to say: not tried again on the next page open
     assert worker.pending(cache, [first]) == set() and tried == [first, second]
+
+
+def test_the_home_lists_rank_explanations_made_on_view_with_the_rest_marked(app, app_cache):
+    """The fixture explains only layer 0 from the command line; a deep neuron a class explained by viewing it is
+    on the home page's "deep yet well explained" list, marked as made on view."""
+    cache = opened(app_cache)
+    made = None
+    for index in range(60):
+        found = explain_on_view(cache.reader, cache.notes, NeuronId(25, index))
+        if found is not None and found.score is not None and found.score.score_all is not None:
+            made = found
+            break
+    assert made is not None
+    at = app().run()
+    no_errors(at)
+    labels = [shown(b.label) for b in at.button if (b.key or "").startswith("home_surprising_")]
+    assert any(label.startswith(f"{made.neuron} · ") and label.endswith(ON_VIEW_MARK) for label in labels), labels
+    assert "made when first viewed" in texts(at)  # the mark's legend
