@@ -68,13 +68,15 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
         return None
 
 
-def shown_explanation(row: NeuronRow | None, made: Suggestion | None) -> tuple[str, float | None] | None:
+def shown_explanation(row: NeuronRow | None, made: Suggestion | None, limit: int | None = None
+                      ) -> tuple[str, float | None] | None:
     """A listed neuron's explanation and score as a list shows them: the command line's, else the one made on view
-    (given, or in the row when its table joined the notes: marked with ON_VIEW_MARK); None when it has neither."""
+    (given, or in the row when its table joined the notes: marked with ON_VIEW_MARK); the text cut to `limit`
+    characters before the mark; None when it has neither."""
     if row is not None and row.explanation:
-        return render.visible_blanks(row.explanation) + (ON_VIEW_MARK if row.made else ""), row.score
+        return render.visible_blanks(row.explanation)[:limit] + (ON_VIEW_MARK if row.made else ""), row.score
     if made is not None:
-        return render.visible_blanks(made.text) + ON_VIEW_MARK, made.score.score_all if made.score else None
+        return render.visible_blanks(made.text)[:limit] + ON_VIEW_MARK, made.score.score_all if made.score else None
     return None
 
 

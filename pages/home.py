@@ -58,8 +58,8 @@ else:
         with column:
             st.markdown(f"**{title}**")
             for row in rows:
-                shown = render.visible_blanks(row.explanation or "")[:60] + (onview.ON_VIEW_MARK if row.made else "")
-                widgets.neuron_button(row.neuron, f"{row.neuron} · {score_text(row.score)} · {shown}",
+                shown, score = onview.shown_explanation(row, None, limit=60) or ("", row.score)
+                widgets.neuron_button(row.neuron, f"{row.neuron} · {score_text(score)} · {shown}",
                                       key=f"home_{name}_{row.neuron}")
     if any(row.made for _name, _title, rows in lists for row in rows):
         st.caption(_(onview.ON_VIEW_LEGEND))

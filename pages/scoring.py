@@ -6,6 +6,8 @@ session)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -26,6 +28,15 @@ stats = widgets.recorded(neuron, view.stats)
 people = ctx.neuron_notes_view(views.people, neuron)
 
 # --- the explanation(s) and their scores ------------------------------------------------------------------------
+SCORE_FIGURES = (N_("Score: top and random"), N_("Top excerpts only"), N_("Random excerpts only"))
+
+
+def score_figures(scores: tuple[float | None, float | None, float | None],
+                  shown: Callable[[float | None], str]) -> None:
+    """The explanation's three scores in a row; `shown` words a missing one (undefined, or no score at all)."""
+    widgets.stats([(_(label), shown(value), "") for label, value in zip(SCORE_FIGURES, scores, strict=True)])
+
+
 explained, suggestions = view.explained, people.suggestions
 current: ExplanationRecord | None = None
 made: Suggestion | None = None  # the on-view explanation, when the command line has not explained the neuron
@@ -44,15 +55,12 @@ if explained:
     widgets.explanation_card(current.text, _("{explainer} · prompt {prompt} · scored by {simulator}",
                                              explainer=explainer, prompt=current.prompt_version or "-",
                                              simulator=current.simulator))
-    widgets.stats([(_("Score: top and random"), score_text(current.score_all), ""),
-                   (_("Top excerpts only"), score_text(current.score_top), ""),
-                   (_("Random excerpts only"), score_text(current.score_random), "")])
+    score_figures((current.score_all, current.score_top, current.score_random), score_text)
 elif (made := onview.on_view(ctx, neuron)) is not None:
     onview.explanation_card(made)
     scored = made.score
-    widgets.stats([(_("Score: top and random"), onview.score_text(scored.score_all if scored else None), ""),
-                   (_("Top excerpts only"), onview.score_text(scored.score_top if scored else None), ""),
-                   (_("Random excerpts only"), onview.score_text(scored.score_random if scored else None), "")])
+    score_figures((scored.score_all, scored.score_top, scored.score_random) if scored else (None, None, None),
+                  onview.score_text)
     suggestions = ctx.neuron_notes_view(views.people, neuron).suggestions  # with the one kept now
 else:
     widgets.not_computed(_("An explanation and its scores"),
