@@ -16,6 +16,7 @@ from core.paths import default_cache, remember_cache
 from core.store import StoreError, signatures
 from dashboard import classroom, roles, widgets
 from dashboard.i18n import N_, _, language, speaking
+from dashboard.onview import BACKGROUND
 from dashboard.state import (
     PAGES,
     Frame,
@@ -57,9 +58,8 @@ def frame(page: str) -> Frame:
         # a missing file gets the build message; anything else is shown as it is
         return Frame(None, None if not path.exists() else str(error))
     watch_cache(str(path), cache.signature)
-    if configure and st.session_state.get("remembered_cache") != str(path):  # a file write once per choice
+    if configure:
         remember_cache(path)
-        st.session_state["remembered_cache"] = str(path)
     info = cached_view(cache, views.info)
     neuron = widgets.neuron_selector(info.layers, info.neurons_per_layer, neuron_box)
     context = PageContext(cache, info, neuron, widgets.live_settings_sidebar() if configure else roles.CLASS_BACKEND)
@@ -86,6 +86,7 @@ navigation = st.navigation([
 # above read the choice from the session or the URL, dashboard/i18n.py)
 widgets.language_selector()
 # the choice is fixed for the rest of the run: a page's thousands of numbers and messages look it up in a context
-# variable instead of the session state, the URL and the browser's locale each time
-with speaking(language()), frame_running(frame(classroom.page_name(navigation.url_path))):
+# variable instead of the session state, the URL and the browser's locale each time; the background's explanations
+# of listed neurons wait while page runs are in flight
+with BACKGROUND.page_running(), speaking(language()), frame_running(frame(classroom.page_name(navigation.url_path))):
     run_page(navigation.run)

@@ -292,6 +292,18 @@ def report(page: str, plain: list[tuple[float, float, int, dict]], profiled: lis
         print(f"  {share:>6.1%} {share * script:>6.0f} ms  {place:<70} {leaf}")
 
 
+async def settle(server: load.Server, limit_s: float = 300.0) -> float:
+    """Wait until the server uses under a tenth of a core over half a second (its background work done); the
+    seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        cpu = server.cpu_seconds()
+        await asyncio.sleep(0.5)
+        if server.cpu_seconds() - cpu < 0.05:
+            break
+    return time.monotonic() - started
+
+
 async def profile(server: load.Server, folder: Path, args: argparse.Namespace, pages: list[str],
                   neurons: load.Neurons) -> None:
     """Warm up, then per page: plain runs, then sampled runs (one idle session stays connected throughout: when
@@ -315,6 +327,8 @@ async def profile(server: load.Server, folder: Path, args: argparse.Namespace, p
     try:
         for page in pages:
             await visit(page)  # imports, the store opened once for every session
+        if args.opened:  # the warm-up's related lists are explained in the background: not part of a later run
+            print(f"waited {await settle(server):.1f} s for the server to go idle after the warm-up")
         for page in pages:
             plain = [await visit(page) for _ in range(args.runs)]
             (folder / "PROFILE").touch()
@@ -339,6 +353,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=15, help="places shown per page")
     parser.add_argument("--opened", action="store_true", help="every run of a page opens the neuron its warm-up "
                         "opened (what a class following the teacher asks for), not a new one")
+    parser.add_argument("--neurons", choices=("explained", "all"), default="explained", help="explained: open "
+                        "explained neurons first (as bench/load.py); all: strides over every neuron, most of them "
+                        "unexplained (each page run makes the explanation: a class wandering off the planned layers)")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() in the server after its first run (what "
                         "the app could do after its imports), to see what the collector costs")
     parser.add_argument("--config", action="append", default=[], metavar="OPTION=VALUE",
@@ -348,7 +365,7 @@ def main() -> int:
     cache = args.cache.resolve()
     if not cache.is_file():
         parser.error(f"--cache {cache}: no such file (build one with `python -m core build`)")
-    neurons = load.cache_neurons(cache, explained_first=True)
+    neurons = load.cache_neurons(cache, explained_first=args.neurons == "explained")
     print(f"cache {cache}; {load.load_average()}; config {args.config or 'as in .streamlit/config.toml'}"
           f"{'; gc.freeze() after the first run' if args.gc_freeze else ''}")
     try:

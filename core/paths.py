@@ -118,14 +118,20 @@ def last_cache_file() -> Path:
     return model_home() / "last-cache.txt"
 
 
+_REMEMBERED: dict[Path, str] = {}
+"""What this process last wrote to each last-cache file: a dashboard asks on every new session."""
+
+
 def remember_cache(path: Path) -> None:
     """Remember `path` so that `streamlit run app.py` alone opens it next time."""
     target = last_cache_file()
+    if _REMEMBERED.get(target) == str(path):
+        return
     try:
-        if target.is_file() and target.read_text().strip() == str(path):
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{path}\n")
+        if not (target.is_file() and target.read_text().strip() == str(path)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f"{path}\n")
+        _REMEMBERED[target] = str(path)
     except OSError as error:  # a read-only home must not break the app
         log.warning("cannot remember the cache in %s: %s", target, error)
 

@@ -112,18 +112,33 @@ def check_explanation(text: str) -> str:
 
 def pearson(truth: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> float | None:
     """Pearson correlation, or None when it is undefined (fewer than 2 values, or either side constant)."""
-    x = np.asarray(truth, dtype=np.float64)
-    y = np.asarray(predicted, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"truth has {x.size} values but the prediction has {y.size}")
-    if x.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        return None
-    x = x - x.mean()
-    y = y - y.mean()
-    sx, sy = float(np.sqrt((x * x).sum())), float(np.sqrt((y * y).sum()))
-    if sx <= _CONSTANT * max(1.0, np.abs(x).max()) or sy <= _CONSTANT * max(1.0, np.abs(y).max()):
-        return None
-    return min(1.0, max(-1.0, float((x * y).sum()) / (sx * sy)))
+    return Truth(truth).pearson(predicted)
+
+
+class Truth:
+    """Real activations centred once, for the correlation of many predictions with them (the offline writer tries
+    hundreds of phrases on the same excerpts); `pearson` is this with one prediction."""
+
+    def __init__(self, truth: Sequence[float] | np.ndarray) -> None:
+        x = np.asarray(truth, dtype=np.float64)
+        self.size = x.size
+        self._defined = x.size >= 2 and bool(np.isfinite(x).all())
+        self._x = x - x.mean() if self._defined else x
+        self._sx = float(np.sqrt((self._x * self._x).sum())) if self._defined else 0.0
+        self._constant = self._defined and self._sx <= _CONSTANT * max(1.0, np.abs(self._x).max())
+
+    def pearson(self, predicted: Sequence[float] | np.ndarray) -> float | None:
+        """The correlation of `predicted` with these activations; None when undefined."""
+        y = np.asarray(predicted, dtype=np.float64)
+        if y.shape != self._x.shape:
+            raise ValueError(f"truth has {self.size} values but the prediction has {y.size}")
+        if not self._defined or not np.isfinite(y).all():
+            return None
+        y = y - y.mean()
+        sy = float(np.sqrt((y * y).sum()))
+        if self._constant or sy <= _CONSTANT * max(1.0, np.abs(y).max()):
+            return None
+        return min(1.0, max(-1.0, float((self._x * y).sum()) / (self._sx * sy)))
 
 
 def score_simulations(excerpts: Sequence[ExcerptSimulation]) -> Scores:

@@ -5,11 +5,12 @@ it is shown; and the token statistics shown beside an explanation as evidence.""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -100,6 +101,10 @@ class Background:
     """Most of the time the thread computes; it sleeps as long again as each explanation took (script runs of
     other sessions go first)."""
 
+    PAGE_WAIT_S = LIST_POLL_S
+    """Longest an explanation waits for the page runs in flight to end: a class opening pages at once gets its
+    pages first (they share one interpreter), and the lists still fill in while pages keep coming."""
+
     STALE_S = 3 * LIST_POLL_S
     """A queued neuron nobody has asked about for this long (three of a page's looks, LIST_POLL_S) is dropped: the
     page that listed it is gone (a class wandering over neurons would otherwise keep the thread busy with lists
@@ -118,6 +123,21 @@ class Background:
         self._clock = clock
         self._stopping = threading.Event()
         """Set by `stop`: no explanation is started any more, the rest between two ends at once."""
+        self._pages = 0
+        """Page runs in flight (`page_running`)."""
+
+    @contextlib.contextmanager
+    def page_running(self) -> Iterator[None]:
+        """Around a page run (app.py): explanations wait for the runs in flight, up to PAGE_WAIT_S."""
+        with self._lock:
+            self._pages += 1
+        try:
+            yield
+        finally:
+            with self._done:
+                self._pages -= 1
+                if not self._pages:
+                    self._done.notify_all()
 
     def want(self, cache: DashboardCache, neurons: Iterable[NeuronId]) -> None:
         """Queue these neurons of `cache` (not twice, and not those tried already; nothing once stopped)."""
@@ -186,6 +206,9 @@ class Background:
     def _work(self) -> None:
         while True:
             with self._done:
+                deadline = time.monotonic() + self.PAGE_WAIT_S
+                while self._pages and not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                    self._done.wait(left)
                 if not self._queue or self._stopping.is_set():
                     return
                 cache, neuron = self._queue.popleft()

@@ -42,6 +42,11 @@ def test_default_cache_order(tmp_path, monkeypatch):
     last.write_bytes(b"")
     paths.remember_cache(last)
     assert paths.remembered_cache() == last and paths.default_cache() == last.resolve()
+    paths.remember_cache(other)  # another cache chosen, then the first again: each choice is written
+    assert paths.remembered_cache() == other
+    paths.remember_cache(last)
+    paths.remember_cache(last)  # asked again by every new session: still the one chosen
+    assert paths.remembered_cache() == last
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "env.duckdb"))
     assert paths.default_cache() == (tmp_path / "env.duckdb").resolve()  # the env wins, even before it exists
     last.unlink()

@@ -11,6 +11,7 @@ from core.baseline import BaselineSimulator
 from core.score import (
     MAX_EXPLANATION_CHARS,
     ScoreError,
+    Truth,
     check_explanation,
     format_score,
     is_readable,
@@ -47,6 +48,17 @@ def test_pearson_matches_numpy():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=200), rng.normal(size=200)
     assert pearson(x, y) == pytest.approx(float(np.corrcoef(x, y)[0, 1]))
+
+
+def test_truth_centred_once_gives_pearson_exactly():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    truth = Truth(x)
+    predictions = [rng.normal(size=300), np.zeros(300), np.full(300, 2.0), (rng.random(300) > 0.9) * 1.0, x * 3]
+    assert [truth.pearson(y) for y in predictions] == [pearson(x, y) for y in predictions]
+    assert Truth([1, 1, 1]).pearson([0, 1, 2]) is None and Truth([0, 1, float("nan")]).pearson([0, 1, 2]) is None
+    with pytest.raises(ValueError, match="300 values"):
+        truth.pearson([1.0, 2.0])
 
 
 def _sim(kind: ExcerptKind, real: list[float], predicted: list[float]) -> ExcerptSimulation:

@@ -271,10 +271,16 @@ def test_the_dashboard_re_attaches_replaced_files_and_keeps_the_notes(tiny, tmp_
         replacement = tmp_path / "new.duckdb"
         shutil.copyfile(tiny, replacement)
         set_meta(replacement, "model", '"rebuilt"')
+        layers = cache.reader.meta()["layers"]
+        set_meta(replacement, "layers", str(layers + 1))  # a recording of another shape
+        cache.reader.check_neuron(NeuronId(0, 1))  # its shape is kept while the file stays attached
         os.replace(replacement, tiny)  # what a finished build does
         assert cache.reader.meta()["model"] != "rebuilt"  # still the old file until refreshed
+        with pytest.raises(StoreError, match=f"layers 0-{layers - 1} "):
+            cache.reader.check_neuron(NeuronId(layers, 0))
         cache.refresh()
         assert cache.reader.meta()["model"] == "rebuilt" and cache.signature != before
+        cache.reader.check_neuron(NeuronId(layers, 0))  # the new shape, read again after the attach
         assert len(cache.notes.ratings(NeuronId(0, 1))) == 1
         assert len(cache.reader.explanations(NeuronId(1, 5))) == 2  # the results of the same build still count
     finally:

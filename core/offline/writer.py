@@ -21,7 +21,7 @@ from core import prompts
 from core.offline.families import BY_KEY, TOKEN_FAMILIES
 from core.offline.reader import Reading, clause_levels, combine_levels, read_explanation
 from core.offline.view import TokenView, token_view
-from core.score import is_readable, pearson
+from core.score import Truth, is_readable
 from core.types import NeuronExcerpt
 
 MAX_PARTS = 5
@@ -78,6 +78,8 @@ class _Excerpts:
     """The largest activation (level 10)."""
     low: float
     """The lowest activation."""
+    truth: Truth
+    """The activations centred once: every phrase tried is correlated with them."""
 
     clauses: dict[str, np.ndarray] = field(default_factory=dict)
     """Each clause's levels over every excerpt, by the clause's repr: the phrases tried for a neuron share their
@@ -101,13 +103,13 @@ def _read(excerpts: Sequence[NeuronExcerpt]) -> _Excerpts:
     views = [token_view(tuple(e.excerpt.tokens)) for e in excerpts]
     activations = np.concatenate([np.asarray(e.activations, dtype=np.float64) for e in excerpts])
     if not activations.size:
-        return _Excerpts(views, activations, 0.0, 0.0)
-    return _Excerpts(views, activations, float(activations.max()), float(activations.min()))
+        return _Excerpts(views, activations, 0.0, 0.0, Truth(activations))
+    return _Excerpts(views, activations, float(activations.max()), float(activations.min()), Truth(activations))
 
 
 def fit(text: str, data: _Excerpts) -> float:
     """How well the reader's reading of `text` predicts the EXPLAIN excerpts (Pearson, pooled; -1 if undefined)."""
-    score = pearson(data.activations, data.predict(read_explanation(text)))
+    score = data.truth.pearson(data.predict(read_explanation(text)))
     return -1.0 if score is None else score
 
 
@@ -122,8 +124,8 @@ def _token_phrase(tokens: Sequence[str]) -> str:
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _indicator_r(mask: np.ndarray, activations: np.ndarray) -> float:
-    score = pearson(activations, mask.astype(np.float64))
+def _indicator_r(mask: np.ndarray, data: _Excerpts) -> float:
+    score = data.truth.pearson(mask.astype(np.float64))
     return -1.0 if score is None else score
 
 
@@ -146,7 +148,7 @@ def _token_scores(data: _Excerpts, sign: float = 1.0) -> list[tuple[float, str]]
         mask = np.zeros(len(tokens), dtype=bool)
         mask[where] = True
         spread = len({excerpt_of[i] for i in where}) >= 2
-        scored.append((spread, sign * _indicator_r(mask, data.activations), token))
+        scored.append((spread, sign * _indicator_r(mask, data), token))
     scored.sort(key=lambda x: (not x[0], -x[1], x[2]))
     return [(score, token) for _, score, token in scored]
 
@@ -171,7 +173,7 @@ def _family_scores(data: _Excerpts, sign: float = 1.0) -> list[tuple[float, str]
         mask = data.concat([family.mask(view) for view in data.views])
         if mask.sum() < 2:
             continue
-        scored.append((sign * _indicator_r(mask, data.activations), family.key))
+        scored.append((sign * _indicator_r(mask, data), family.key))
     scored.sort(key=lambda x: (-x[0], x[1]))
     return scored
 
@@ -194,7 +196,7 @@ def _after_scores(data: _Excerpts) -> list[tuple[float, str, float]]:
         mask = np.zeros(len(data.activations), dtype=bool)
         mask[where] = True
         share = float(np.mean([names[i] for i in where]))
-        scored.append((_indicator_r(mask, data.activations), token, share))
+        scored.append((_indicator_r(mask, data), token, share))
     scored.sort(key=lambda x: (-x[0], x[1]))
     return scored
 
@@ -299,18 +301,23 @@ def write_phrases(excerpts: Sequence[NeuronExcerpt], limit: int = CANDIDATES) ->
     scored: dict[str, float] = {}
     position = {part: index for index, part in enumerate(singles)}  # one order per set of parts
 
+    considered: dict[frozenset[Part], float] = {}  # the greedy search meets the same sets from several seeds
+
     def consider(parts: Sequence[Part]) -> float:
         """The best fit of the phrases these parts make (one order per set of parts): flat, and graded by strength
         ("mostly a, also b")."""
         if sum(p.tokens for p in parts) > MAX_TOKENS:
             return -1.0
+        if (found := considered.get(key := frozenset(parts))) is not None:
+            return found
         best = -1.0
         for graded in (False, True):
             text = join(sorted(parts, key=position.__getitem__), graded)
-            if text and is_readable(text):
+            if text and (text in scored or is_readable(text)):  # only readable phrases are ever scored
                 if text not in scored:
                     scored[text] = fit(text, data)
                 best = max(best, scored[text])
+        considered[key] = best
         return best
 
     single_fit = {part: consider([part]) for part in singles}

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import duckdb
 
@@ -60,6 +60,9 @@ class Database:
         """Attached name -> its file, or None for an empty stand-in."""
         self.after_commit: Callable[[], None] | None = None
         """Called after each committed transaction, outside the write lock (the results writer publishes there)."""
+        self.kept: dict[str, Any] = {}
+        """Facts of the attached files that never change while they stay attached (a recording's shape), emptied
+        whenever a file is attached or detached."""
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one call (threads must not share one)."""
@@ -81,12 +84,14 @@ class Database:
             except duckdb.Error as error:
                 raise StoreError(lock_message(file, error)) from error
         self.files[name] = file
+        self.kept.clear()
 
     def detach(self, name: str) -> None:
         """Detach `name` (to attach a newer file in its place)."""
         with self._write_lock:
             self.cursor().execute(f"DETACH {name}")
         self.files.pop(name, None)
+        self.kept.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -42,13 +42,21 @@ class RecordingQueries(Queries):
 
     def check_neuron(self, neuron: NeuronId) -> None:
         """Raise StoreError with the valid range when `neuron` is not in this cache."""
-        meta = self.meta()
-        layers, neurons_per_layer = int(meta.get("layers", 0)), int(meta.get("neurons_per_layer", 0))
+        layers, neurons_per_layer = self._shape()
         if not (0 <= neuron.layer < layers and 0 <= neuron.neuron < neurons_per_layer):
             raise StoreError(
                 f"neuron {neuron} is out of range: this cache has layers 0-{layers - 1} "
                 f"and neurons 0-{neurons_per_layer - 1} in each layer"
             )
+
+    def _shape(self) -> tuple[int, int]:
+        # kept: explaining a layer checks every neuron, and reading the meta table costs more than the check
+        if (shape := self._db.kept.get("shape")) is None:
+            meta = self.meta()
+            shape = (int(meta.get("layers", 0)), int(meta.get("neurons_per_layer", 0)))
+            if all(shape):  # a build writes it once; until then it is read every time
+                self._db.kept["shape"] = shape
+        return shape
 
     def excerpts(self, excerpt_ids: Sequence[int]) -> dict[int, Excerpt]:
         """These excerpts by id (ids that do not exist are left out)."""

@@ -253,6 +253,45 @@ def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeyp
     assert worker.pending(cache, [first]) == set() and tried == [first, second]
 
 
+def test_the_background_thread_waits_for_page_runs_in_flight_but_not_for_ever(monkeypatch):
+    """A class opening pages at once: the listed neurons are explained after the pages are drawn; pages that keep
+    coming hold each explanation back by PAGE_WAIT_S at most."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from dashboard import onview
+
+    tried: list[NeuronId] = []
+    monkeypatch.setattr(onview, "explain_on_view", lambda reader, notes, neuron, queue=None: tried.append(neuron))
+    monkeypatch.setattr(onview.Background, "BUSY_SHARE", 1.0)
+    worker, cache = onview.Background(), SimpleNamespace(reader=None, notes=None)
+    first, second = NeuronId(0, 1), NeuronId(0, 2)
+    with worker.page_running():
+        worker.want(cache, [first])
+        time.sleep(0.5)
+        assert tried == [] and worker.pending(cache, [first]) == {first}  # the page first
+    assert worker.wait(cache, [first], timeout=60) and tried == [first]  # then the list, at once
+    monkeypatch.setattr(onview.Background, "PAGE_WAIT_S", 0.3)
+    leave = threading.Event()
+
+    def endless_page() -> None:
+        with worker.page_running():
+            leave.wait(60)
+
+    page = threading.Thread(target=endless_page)
+    page.start()
+    try:
+        started = time.monotonic()
+        worker.want(cache, [second])
+        assert worker.wait(cache, [second], timeout=60) and tried == [first, second]
+        assert time.monotonic() - started >= 0.3  # held back, then made while the page still runs
+        assert page.is_alive()
+    finally:
+        leave.set()
+        page.join(60)
+
+
 def test_the_home_lists_rank_explanations_made_on_view_with_the_rest_marked(app, app_cache):
     """The fixture explains only layer 0 from the command line; a deep neuron a class explained by viewing it is
     on the home page's "deep yet well explained" list, marked as made on view."""
