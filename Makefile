@@ -42,8 +42,9 @@ app: setup
 	NEURON_ATLAS_CACHE=$(CACHE) .venv/bin/streamlit run app.py --server.address 127.0.0.1
 
 # prints the link (and the teacher's passcode) and serves on the local network; ADDRESS=IP PORT=N to choose.
-# EXPLAIN=5-8: first finish the demo, then explain every neuron of those layers (about 2.5 minutes a layer on a 2-core
-# laptop; done ones are skipped), so students wandering there need no explanation made while they wait
+# EXPLAIN=5-8: first finish the demo, then explain every neuron of those layers (about a minute a layer on a 2-core
+# laptop, one process per core; done ones are skipped), so students wandering there need no explanation made while
+# they wait
 classroom: setup
 	$(PY) -m core demo --cache $(CACHE) --tokens $(TOKENS) $(if $(EXPLAIN),,--background)
 	$(if $(EXPLAIN),$(PY) -m core explain $(CACHE) --layers $(EXPLAIN) --explainer baseline)

@@ -18,12 +18,13 @@ Patterns:
 - `different`: every student opens neurons nobody has opened in this run of the benchmark.
 Measured: seconds from the request (for `new`, the websocket connect) to script_finished, p50 / p95 / max;
 errors (a failed connection, no script_finished within --timeout, a script exception, st.error, page not found,
-a finished script that did not show the expected heading); and the server process's CPU seconds (user + system,
-all threads, from its CPU-time clock) per counted run. The same load runs against a trivial two-page app
-(bench/floor_app: a title and a number input), the two taking turns at every step, so both see the same machine
-load: that is the floor, what Streamlit itself costs here, and the targets are ratios to it. Servers listen on
-127.0.0.1 only, on free ports, and are stopped at the end. The app opens the cache read-only but writes its notes
-file beside it, so point --cache at a copy in a folder you may write to.
+a finished script that did not show the expected heading); and the server's CPU seconds (user + system, all
+threads, from its CPU-time clock; with the worker processes it starts for explanations) per counted run. The same
+load runs against a trivial two-page app (bench/floor_app: a title and a number input), the two taking turns at
+every step, so both see the same machine load: that is the floor, what Streamlit itself costs here, and the
+targets are ratios to it. Servers listen on 127.0.0.1 only, on free ports, and are stopped at the end. The app
+opens the cache read-only but writes its notes file beside it, so point --cache at a copy in a folder you may write
+to.
 """
 
 from __future__ import annotations
@@ -246,8 +247,16 @@ class Server:
     process: subprocess.Popen
 
     def cpu_seconds(self) -> float:
-        """CPU seconds (user + system, every thread, finished ones too) the server process has used so far."""
-        return process_cpu_seconds(self.process.pid)
+        """CPU seconds (user + system, every thread, finished ones too) the server process and the processes it
+        started (the worker processes that make its explanations) have used so far."""
+        import psutil
+
+        total = process_cpu_seconds(self.process.pid)
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error, OSError):
+                    total += process_cpu_seconds(child.pid)
+        return total
 
 
 def process_cpu_seconds(pid: int) -> float:

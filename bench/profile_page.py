@@ -271,7 +271,8 @@ def report(page: str, plain: list[tuple[float, float, int, dict]], profiled: lis
     which = "a neuron opened before" if opened else "a neuron nobody opened"
     print(f"\n{page}: median of {len(plain)} runs, each a new session on {which}: wall {wall:.0f} ms; "
           f"server CPU {cpu:.0f} ms = script thread {script:.0f} ms (of which garbage collection {collected:.0f} ms) "
-          f"+ Streamlit outside the script thread {cpu - script:.0f} ms; {size:.0f} KB sent to the browser")
+          f"+ outside it (Streamlit, background work, explanation workers) {cpu - script:.0f} ms; {size:.0f} KB sent "
+          "to the browser")
     where: dict[str, float] = defaultdict(float)
     leaves: dict[tuple[str, str], float] = defaultdict(float)
     for record in profiled:

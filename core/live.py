@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from core.types import (
     Split,
     Suggestion,
 )
+
+if TYPE_CHECKING:
+    from core.explain import ExplanationResult
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +187,13 @@ _ON_VIEW_LOCK = threading.Lock()
 
 
 def explain_on_view(
-    reader: CacheReader, notes: NotesStore, neuron: NeuronId, queue: Queue = run_now
+    reader: CacheReader, notes: NotesStore, neuron: NeuronId, queue: Queue = run_now,
+    make: Callable[[CacheReader, NeuronId], ExplanationResult] | None = None,
 ) -> Suggestion | None:
     """The neuron's on-view explanation: the one kept in the notes, else one made now by the offline default
     (core.explain.explain_on_first_view: baseline explainer and simulator, chosen on CALIBRATE excerpts, scored on
-    SCORE excerpts) and kept as a suggestion from ON_VIEW_SOURCE; None when the offline default finds nothing to
-    say (no excerpts, or no readable phrase)."""
+    SCORE excerpts; or `make`, the same made elsewhere: core.explain.OfflineWorkers) and kept as a suggestion from
+    ON_VIEW_SOURCE; None when the offline default finds nothing to say (no excerpts, or no readable phrase)."""
     from core.explain import explain_on_first_view
 
     kept = notes.suggestions_from(ON_VIEW_SOURCE, [neuron]).get(neuron)
@@ -196,7 +201,7 @@ def explain_on_view(
         return kept
     try:
         with queue(f"Explaining neuron {neuron} with the offline default"):
-            result = explain_on_first_view(reader, neuron)
+            result = (make or explain_on_first_view)(reader, neuron)
     except _failures() as error:
         raise LiveError(f"The offline default could not explain {neuron}: {error}") from error
     if result.status != ExplanationStatus.OK or not result.text:

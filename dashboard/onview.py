@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from core import views
+from core.explain import OfflineWorkers
 from core.live import LiveError, explain_on_view
 from core.offline.evidence import TokenStat
 from core.types import LiveScore, NeuronId, NeuronRow, Suggestion
@@ -25,7 +26,8 @@ from dashboard.i18n import score as localized_score
 from dashboard.state import PageContext, live_work
 
 if TYPE_CHECKING:
-    from core.store import DashboardCache
+    from core.explain import ExplanationResult
+    from core.store import CacheReader, DashboardCache
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
     if kept is not None:
         return kept
     try:
-        return explain_on_view(ctx.reader, ctx.notes, neuron, live_work)
+        return explain_on_view(ctx.reader, ctx.notes, neuron, live_work, offline_workers())
     except LiveError as error:
         widgets.live_failed(_("No explanation could be made for this neuron."), error)
         return None
@@ -220,7 +222,7 @@ class Background:
                     continue
             started, made = time.monotonic(), None
             try:
-                made = explain_on_view(cache.reader, cache.notes, neuron)
+                made = explain_on_view(cache.reader, cache.notes, neuron, make=offline_workers(listed=True))
             except Exception:  # a thread of the server: the log says why, the row says none was made
                 log.warning("no on-view explanation of %s", neuron, exc_info=True)
             finally:
@@ -231,6 +233,24 @@ class Background:
                         self._tried.add((id(cache), neuron))
                     self._done.notify_all()
             self._stopping.wait((time.monotonic() - started) * (1 - self.BUSY_SHARE) / self.BUSY_SHARE)
+
+
+WORKERS = OfflineWorkers()
+"""The server's worker processes for explanations a page waits for (started on first use)."""
+LIST_WORKERS = OfflineWorkers(processes=1, nice=10)
+"""The background thread's worker process: at a lower priority, as nobody waits for a listed neuron's explanation,
+so it takes only what the pages (and everything else on the machine) leave idle."""
+for workers in (WORKERS, LIST_WORKERS):
+    atexit.register(workers.close)  # before BACKGROUND.stop in this file: atexit runs them after, once none waits
+
+
+def offline_workers(listed: bool = False) -> Callable[[CacheReader, NeuronId], ExplanationResult] | None:
+    """How a page (or, `listed`, the background thread) makes an on-view explanation: in worker processes in a
+    server (`streamlit run`), where the page runs of every session share this interpreter; here in a test
+    (AppTest)."""
+    if not st.runtime.exists():
+        return None
+    return (LIST_WORKERS if listed else WORKERS).explain
 
 
 BACKGROUND = Background()

@@ -180,6 +180,8 @@ BAD_ON_A_CACHE: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("explain", "CACHE", "--neurons", "5"), ("cannot read '5'", "LAYER:FIRST-LAST")),
     (("explain", "CACHE", "--neurons", "7:0-3"), ("out of range", "layers 0-1")),
     (("explain", "CACHE", "--neurons", "0:0", "--explainer", "nosuch"), ("unknown explainer", "use baseline")),
+    (("explain", "CACHE", "--neurons", "0:0", "--explainer", "openai:gpt-4o-mini", "--processes", "2"),
+     ("--processes is for the offline default", "--concurrency")),
     (("score", "CACHE", "--neurons", "0:1", "--explanation", "   "), ("explanation is empty", "write what")),
     (("score", "CACHE", "--neurons", "0:1", "--explanation", LONG), ("10,000 characters", "shorten it")),
     (("score", "CACHE", "--neurons", "0:1", "--explanation", "'a' 'b' 'c' 'd' 'e' 'f'"),

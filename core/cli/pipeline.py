@@ -7,6 +7,7 @@ simulator and LLM clients in one place (core.backends.wire).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
                    help="candidate explanations per neuron, the best on the calibration excerpts kept (default: "
                    "every baseline variant; 1 for language models)")
     add_llm_options(p)
+    p.add_argument("--processes", type=int_range("--processes", 1, 256), help="worker processes for the offline "
+                   "default (baseline explainer and simulator; default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_explain)
 
@@ -54,20 +57,27 @@ def run_explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.backends import wire
-    from core.explain import explain_neurons
+    from core.baseline import BASELINE_SPEC
+    from core.explain import explain_neurons, offline_default
     from core.store import open_results_writer
 
     if args.sample is not None and not args.layers:
         raise CliError("--sample goes with --layers (e.g. --layers 0-29 --sample 200)")
+    if args.processes and (args.explainer, args.simulator) != (BASELINE_SPEC, BASELINE_SPEC):
+        raise CliError("--processes is for the offline default (--explainer baseline --simulator baseline); "
+                       "language models take --concurrency")
     with open_results_writer(args.cache) as writer:
         neurons = _chosen_neurons(args, writer)
         made = wire(args.simulator, explainer=args.explainer, settings=llm_settings(args), responses=writer.responses)
         made.check()
         assert made.explainer is not None  # asked for above
+        offline = offline_default(made.explainer, made.simulator)
         with tqdm(total=len(neurons), unit="neuron", disable=args.quiet, desc="explain") as bar:
             summary = explain_neurons(
                 writer, neurons, made.explainer, made.simulator, candidates=args.candidates,
-                concurrency=args.concurrency if made.uses_api else 1, on_done=lambda _result: bar.update(1),
+                concurrency=args.concurrency if made.uses_api else 1,
+                processes=(args.processes or os.cpu_count() or 1) if offline else 1,
+                on_done=lambda _result: bar.update(1),
             )
     print("\n".join(_summary_lines(summary)))
     if summary.stopped:

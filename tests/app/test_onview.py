@@ -178,7 +178,7 @@ def test_the_background_thread_drops_neurons_no_page_asks_about_any_more(monkeyp
     tried: list[NeuronId] = []
     started, go_on = threading.Event(), threading.Event()
 
-    def explain(reader, notes, neuron, queue=None):
+    def explain(reader, notes, neuron, queue=None, make=None):
         tried.append(neuron)
         started.set()
         go_on.wait(60)  # the first one takes long: meanwhile the class moves on
@@ -211,7 +211,7 @@ def test_stopping_the_background_thread_lets_the_explanation_in_progress_finish_
     tried: list[NeuronId] = []
     started, go_on = threading.Event(), threading.Event()
 
-    def explain(reader, notes, neuron, queue=None):
+    def explain(reader, notes, neuron, queue=None, make=None):
         tried.append(neuron)
         started.set()
         go_on.wait(60)
@@ -239,7 +239,7 @@ def test_the_background_thread_explains_each_listed_neuron_once_in_order(monkeyp
 
     tried: list[NeuronId] = []
 
-    def explain(reader, notes, neuron, queue=None):
+    def explain(reader, notes, neuron, queue=None, make=None):
         tried.append(neuron)
         return None if neuron.neuron == 1 else object()  # 0:1: the offline default has nothing to say
 
@@ -263,7 +263,7 @@ def test_the_background_thread_waits_for_page_runs_in_flight_but_not_for_ever(mo
     from dashboard import onview
 
     tried: list[NeuronId] = []
-    monkeypatch.setattr(onview, "explain_on_view", lambda reader, notes, neuron, queue=None: tried.append(neuron))
+    monkeypatch.setattr(onview, "explain_on_view", lambda reader, notes, neuron, **_: tried.append(neuron))
     monkeypatch.setattr(onview.Background, "BUSY_SHARE", 1.0)
     worker, cache = onview.Background(), SimpleNamespace(reader=None, notes=None)
     first, second = NeuronId(0, 1), NeuronId(0, 2)
