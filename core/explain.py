@@ -29,10 +29,9 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from core import prompts
@@ -47,7 +46,7 @@ from core.score import (
     simulate_and_score,
 )
 from core.simulate import SimulationError, Simulator
-from core.store import CacheReader, ResultsWriter, open_reader
+from core.store import CacheReader, ResultsWriter
 from core.types import ExplanationRecord, ExplanationStatus, NeuronExcerpt, NeuronId, Scores, Split
 
 if TYPE_CHECKING:
@@ -524,7 +523,8 @@ def explain_neurons(
     to move a progress bar. A spending cap stops the run (reported in `stopped`); neurons in flight are finished.
     `concurrency`: neurons in flight at once in threads (language models wait on the network); `processes`: worker
     processes for the offline default (plain baseline explainer and simulator: its work is Python, one core per
-    process), each reading the recording itself while this process stores the results.
+    process), each reading the recording itself while this process stores the results; fewer when there are under
+    two chunks of neurons (core.workers.OFFLINE_CHUNK) for each.
     """
     from core.llm import SpendingCapReached
 
@@ -558,11 +558,14 @@ def explain_neurons(
         if on_done:
             on_done(result)
 
-    if processes > 1 and len(todo) > 1:
-        if not offline_default(explainer, simulator):
-            raise ValueError(f"worker processes explain with the offline default only, not {explainer.spec} and "
-                             f"{simulator.spec}")
-        for result in _offline_results(store.path, todo, candidates, processes):
+    if processes > 1 and not offline_default(explainer, simulator):
+        raise ValueError(f"worker processes explain with the offline default only, not {explainer.spec} and "
+                         f"{simulator.spec}")
+    from core.workers import OFFLINE_CHUNK, offline_results
+
+    processes = min(processes, len(todo) // (2 * OFFLINE_CHUNK))  # a worker's start is worth 8 neurons of work
+    if processes > 1:
+        for result in offline_results(store.path, todo, candidates, processes):
             count(keep(result))
     elif concurrency <= 1:
         for neuron in todo:
@@ -599,129 +602,6 @@ def explain_neurons(
 def offline_default(explainer: Explainer, simulator: Simulator) -> bool:
     """Whether these are the plain baseline explainer and simulator (what worker processes can make again)."""
     return explainer.spec == BASELINE_SPEC and simulator.spec == BASELINE_SPEC
-
-
-OFFLINE_CHUNK = 8
-"""Neurons a worker process explains per round trip."""
-
-_WORKER: list[CacheReader] = []
-"""A worker process's reader of the cache (_open_worker)."""
-
-
-def _open_worker(path: str) -> None:
-    _start_worker()
-    _WORKER.append(open_reader(path))
-
-
-def _start_worker(nice: int = 0) -> None:
-    import os
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
-    _leave_with_parent()
-    if nice and hasattr(os, "nice"):
-        os.nice(nice)
-
-
-def _leave_with_parent() -> None:
-    """End this worker process when its parent ends: a parent killed outright (or out of memory) would otherwise
-    leave it waiting for work for ever, holding the parent's output pipes open."""
-    import multiprocessing
-    import os
-    import threading
-    from multiprocessing.connection import wait
-
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        sentinel = parent.sentinel
-        threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), name="parent watch", daemon=True).start()
-
-
-def _explain_in_worker(neuron: NeuronId, candidates: int | None) -> ExplanationResult:
-    from core.baseline import BaselineSimulator
-
-    return explain_neuron(_WORKER[0], neuron, BaselineExplainer(), BaselineSimulator(), candidates)
-
-
-def _offline_results(path: Path, neurons: Sequence[NeuronId], candidates: int | None, processes: int
-                     ) -> Iterator[ExplanationResult]:
-    """The offline default's results of `neurons`, in their order, made by `processes` worker processes."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a forked child would inherit DuckDB's threads and locks
-    with ProcessPoolExecutor(min(processes, len(neurons)), mp_context=context, initializer=_open_worker,
-                             initargs=(str(path),)) as pool:
-        try:
-            yield from pool.map(_explain_in_worker, neurons, [candidates] * len(neurons), chunksize=OFFLINE_CHUNK)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # the chunks in progress end; nothing new starts
-            raise
-
-
-class OfflineWorkers:
-    """Worker processes that make `explain_on_first_view`'s explanations for a long-running process (the dashboard
-    server, where every session's page runs share one interpreter: an explanation made there, 60-75 ms of Python,
-    holds all of them back; made in a worker it uses another core). Started on first use; one process fewer than
-    the machine's cores, at least one; `nice` lowers their scheduling priority (work nobody waits for uses only
-    idle cores). Where the workers cannot be used, the explanation is made here."""
-
-    def __init__(self, processes: int | None = None, nice: int = 0) -> None:
-        import os
-        import threading
-
-        self.processes = processes or max(1, (os.cpu_count() or 1) - 1)
-        self.nice = nice
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def explain(self, reader: CacheReader, neuron: NeuronId) -> ExplanationResult:
-        """`explain_on_first_view(reader, neuron)`, made by a worker that reads the same cache file."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            future = self._started().submit(_explain_file, str(reader.path), neuron)
-        except (BrokenProcessPool, RuntimeError, OSError) as error:  # workers gone, or this process exiting
-            log.warning("offline workers unavailable (%s); explaining %s here", error, neuron)
-            self.close()
-            return explain_on_first_view(reader, neuron)
-        try:
-            return future.result()
-        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh next time
-            log.warning("an offline worker died; explaining %s here", neuron)
-            self.close()
-            return explain_on_first_view(reader, neuron)
-
-    def close(self) -> None:
-        """Stop the workers (the ones in progress finish); the next explanation starts new ones."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _started(self) -> ProcessPoolExecutor:
-        import multiprocessing
-
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker, initargs=(self.nice,))
-            return self._pool
-
-
-_READERS: dict[str, tuple[tuple[object, ...], CacheReader]] = {}
-"""A worker's readers by cache file, with the files' signatures when opened."""
-
-
-def _explain_file(path: str, neuron: NeuronId) -> ExplanationResult:
-    from core.store import signatures
-
-    now = signatures(Path(path))
-    kept = _READERS.get(path)
-    if kept is None or kept[0] != now:  # first use, or the file was rebuilt or published since
-        if kept is not None:
-            kept[1].close()
-        _READERS[path] = kept = (now, open_reader(path))
-    return explain_on_first_view(kept[1], neuron)
 
 
 def _usages(explainer: Explainer, simulator: Simulator) -> list[tuple[str, Usage]]:

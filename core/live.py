@@ -192,7 +192,7 @@ def explain_on_view(
 ) -> Suggestion | None:
     """The neuron's on-view explanation: the one kept in the notes, else one made now by the offline default
     (core.explain.explain_on_first_view: baseline explainer and simulator, chosen on CALIBRATE excerpts, scored on
-    SCORE excerpts; or `make`, the same made elsewhere: core.explain.OfflineWorkers) and kept as a suggestion from
+    SCORE excerpts; or `make`, the same made elsewhere: core.workers.OfflineWorkers) and kept as a suggestion from
     ON_VIEW_SOURCE; None when the offline default finds nothing to say (no excerpts, or no readable phrase)."""
     from core.explain import explain_on_first_view
 

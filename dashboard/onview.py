@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from core import views
-from core.explain import OfflineWorkers
 from core.live import LiveError, explain_on_view
 from core.offline.evidence import TokenStat
 from core.types import LiveScore, NeuronId, NeuronRow, Suggestion
+from core.workers import OfflineWorkers
 from dashboard import render, widgets
 from dashboard.i18n import N_, _, language, number_in
 from dashboard.i18n import score as localized_score

@@ -232,60 +232,6 @@ def test_no_stored_explanation_breaks_the_readability_rule(copy_cache):
         assert any(r.calibration_score is not None for r in stored if r.status == ExplanationStatus.OK)
 
 
-def test_worker_processes_store_what_one_process_stores(copy_cache):
-    """The offline default in two worker processes (`explain --processes 2`, one per core by default): the same
-    explanations, choices and scores as in this process, each counted once; a second run skips them all."""
-    neurons = [NeuronId(layer, n) for layer in (0, 15, 29) for n in range(0, 1536, 97)]
-    stored = []
-    for processes in (1, 2):
-        with open_results_writer(copy_cache()) as store:
-            seen: list = []
-            summary = explain_neurons(store, neurons, BaselineExplainer(), BaselineSimulator(), processes=processes,
-                                      on_done=seen.append)
-            assert summary.done + summary.failed == len(neurons) == len(seen) and summary.done >= len(neurons) - 3
-            stored.append([(r.neuron, r.text, r.status, r.candidates, r.calibration_score, r.score_all)
-                           for n in neurons for r in store.explanations(n)])
-            again = explain_neurons(store, neurons, BaselineExplainer(), BaselineSimulator(), processes=processes)
-            assert again.skipped == summary.done and again.done == 0
-    assert len(stored[0]) == len(neurons) and stored[0] == stored[1]
-
-    class Other(BaselineSimulator):
-        spec = "another simulator"
-
-    with open_results_writer(copy_cache()) as store, pytest.raises(ValueError, match="offline default only"):
-        explain_neurons(store, neurons, BaselineExplainer(), Other(), processes=2)
-
-
-def test_offline_workers_make_the_explanation_made_here_and_outlive_a_killed_worker(small_cache):
-    """The dashboard server's worker processes (core.explain.OfflineWorkers): the same result as in this process;
-    a worker killed in between (out of memory, by hand) costs that one explanation its worker, not the answer."""
-    import dataclasses
-    import multiprocessing
-    import os
-    import signal
-
-    from core.explain import OfflineWorkers, explain_on_first_view
-
-    def same(result) -> dict:
-        return {k: v for k, v in dataclasses.asdict(result).items() if k != "seconds"}
-
-    workers = OfflineWorkers(processes=1)
-    try:
-        with open_reader(small_cache) as reader:
-            neurons = [NeuronId(0, 3), NeuronId(15, 700), NeuronId(29, 1500)]
-            for neuron in neurons:
-                assert same(workers.explain(reader, neuron)) == same(explain_on_first_view(reader, neuron))
-            children = multiprocessing.active_children()
-            assert len(children) == 1  # one worker, started on first use and kept
-            os.kill(children[0].pid, signal.SIGKILL)
-            children[0].join(30)
-            for neuron in neurons[:2]:  # the first answer made here, the next by a new worker
-                assert same(workers.explain(reader, neuron)) == same(explain_on_first_view(reader, neuron))
-            assert len([c for c in multiprocessing.active_children() if c.is_alive()]) == 1
-    finally:
-        workers.close()
-
-
 def test_the_best_explanation_is_chosen_on_calibrate_never_on_score(copy_cache):
     """Two explanations of one neuron: the one that does better on the SCORE excerpts but worse on CALIBRATE is
     not the best; the score shown is the chosen one's SCORE score."""

@@ -12,11 +12,13 @@ a Python with torch for each).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,35 @@ def test_explain_killed_at_ten_points_ends_as_an_uninterrupted_run(tiny_cache, e
     assert last.returncode == 0, last.stderr
     assert "0 explained, 12 already done (skipped), 0 failed" in last.stdout  # the last kill came after the work
     chain.finish(explain_reference, tables)
+
+
+def test_an_explain_killed_outright_leaves_no_worker_process_behind(tiny_cache, tmp_path):
+    """`explain` with worker processes, killed at a kill point (as `kill -9` or running out of memory would): its
+    workers end with it, so nothing keeps running or holds the run's output open; the next run resumes."""
+    import psutil
+
+    cache = tmp_path / "workers.duckdb"
+    copy_cache(tiny_cache, cache)
+    every = ("--neurons", "0:0-47,1:0-47", "--processes", "2", "--quiet")
+    point = "explain.stored#5"
+    killed = run("explain", str(cache), *every, kill=point, publish_s="0")  # returns when its pipes close
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    def left_behind() -> list[int]:  # processes of that run (its environment) still there
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get(KILL_ENV) == point:
+                    found.append(process.pid)
+        return found
+
+    deadline = time.monotonic() + 30
+    while left_behind() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left_behind()
+    last = run("explain", str(cache), *every)
+    assert last.returncode == 0, last.stderr
+    assert "already done (skipped)" in last.stdout and " 0 failed" in last.stdout
 
 
 @pytest.fixture(scope="module")
