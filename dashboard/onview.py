@@ -244,12 +244,9 @@ for workers in (WORKERS, LIST_WORKERS):
     atexit.register(workers.close)  # before BACKGROUND.stop in this file: atexit runs them after, once none waits
 
 
-def offline_workers(listed: bool = False) -> Callable[[CacheReader, NeuronId], ExplanationResult] | None:
-    """How a page (or, `listed`, the background thread) makes an on-view explanation: in worker processes in a
-    server (`streamlit run`), where the page runs of every session share this interpreter; here in a test
-    (AppTest)."""
-    if not st.runtime.exists():
-        return None
+def offline_workers(listed: bool = False) -> Callable[[CacheReader, NeuronId], ExplanationResult]:
+    """How a page (or, `listed`, the background thread) makes an on-view explanation: in worker processes, as the
+    page runs of every session share this interpreter (AppTest's runs too)."""
     return (LIST_WORKERS if listed else WORKERS).explain
 
 

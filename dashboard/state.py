@@ -371,8 +371,8 @@ _SETTLED = [0]
 def settle_heap() -> None:
     """After a run that imported modules: collect, then freeze every object alive (gc.freeze), so later garbage
     collections skip the libraries' objects. Freezing only when modules were imported keeps it to a few times per
-    process; objects frozen while a run was in flight are never collected, which those few times bound. Only in a
-    server (`streamlit run`): a test process (AppTest) keeps its heap as it is."""
+    process; objects frozen while a run was in flight are never collected, which those few times bound. Only where
+    a Streamlit runtime runs the script (a server, and AppTest's runs too)."""
     if len(sys.modules) == _SETTLED[0] or not st.runtime.exists():
         return
     _SETTLED[0] = len(sys.modules)
