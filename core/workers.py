@@ -93,30 +93,21 @@ def _leave_with_parent() -> None:
 # --- explain over many neurons ----------------------------------------------------------------------------------------
 
 
-_READER: list[CacheReader] = []
-"""An `offline_results` worker's reader of the cache."""
-
-
-def _open_worker(path: str) -> None:
-    _start_worker()
-    _READER.append(open_reader(path))
-
-
-def _explain_in_worker(neuron: NeuronId, candidates: int | None) -> ExplanationResult:
+def _explain_in_worker(path: str, neuron: NeuronId, candidates: int | None) -> ExplanationResult:
     from core.baseline import BaselineSimulator
     from core.explain import BaselineExplainer, explain_neuron
 
-    return explain_neuron(_READER[0], neuron, BaselineExplainer(), BaselineSimulator(), candidates)
+    return explain_neuron(_reader(path), neuron, BaselineExplainer(), BaselineSimulator(), candidates)
 
 
 def offline_results(path: Path, neurons: Sequence[NeuronId], candidates: int | None, processes: int
                     ) -> Iterator[ExplanationResult]:
     """The offline default's results of `neurons` (core.explain.explain_neuron with the baseline explainer and
     simulator), in their order, made by `processes` worker processes reading the cache at `path`."""
-    with ProcessPoolExecutor(min(processes, len(neurons)), mp_context=CONTEXT, initializer=_open_worker,
-                             initargs=(str(path),)) as pool:
+    with ProcessPoolExecutor(min(processes, len(neurons)), mp_context=CONTEXT, initializer=_start_worker) as pool:
         try:
-            yield from pool.map(_explain_in_worker, neurons, [candidates] * len(neurons), chunksize=OFFLINE_CHUNK)
+            yield from pool.map(_explain_in_worker, [str(path)] * len(neurons), neurons, [candidates] * len(neurons),
+                                chunksize=OFFLINE_CHUNK)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # the chunks in progress end; nothing new starts
             raise
@@ -148,15 +139,15 @@ class OfflineWorkers:
         try:
             future = self._started().submit(_explain_file, str(reader.path), neuron)
         except (BrokenProcessPool, RuntimeError, OSError) as error:  # workers gone, or this process exiting
-            log.warning("offline workers unavailable (%s); explaining %s here", error, neuron)
-            self.close()
-            return explain_on_first_view(reader, neuron)
-        try:
-            return future.result()
-        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh next time
-            log.warning("an offline worker died; explaining %s here", neuron)
-            self.close()
-            return explain_on_first_view(reader, neuron)
+            why = f"offline workers unavailable ({error})"
+        else:
+            try:
+                return future.result()
+            except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh next time
+                why = "an offline worker died"
+        log.warning("%s; explaining %s here", why, neuron)
+        self.close()
+        return explain_on_first_view(reader, neuron)
 
     def close(self) -> None:
         """Stop the workers (the ones in progress finish); the next explanation starts new ones."""
@@ -174,16 +165,21 @@ class OfflineWorkers:
 
 
 _READERS: dict[str, tuple[tuple[object, ...], CacheReader]] = {}
-"""An OfflineWorkers worker's readers by cache file, with the files' signatures when opened."""
+"""A worker's readers by cache file, with the files' signatures when opened."""
+
+
+def _reader(path: str) -> CacheReader:
+    """This worker's reader of the cache at `path`, opened again when the file was rebuilt or published since."""
+    now = signatures(Path(path))
+    kept = _READERS.get(path)
+    if kept is None or kept[0] != now:
+        if kept is not None:
+            kept[1].close()
+        _READERS[path] = kept = (now, open_reader(path))
+    return kept[1]
 
 
 def _explain_file(path: str, neuron: NeuronId) -> ExplanationResult:
     from core.explain import explain_on_first_view
 
-    now = signatures(Path(path))
-    kept = _READERS.get(path)
-    if kept is None or kept[0] != now:  # first use, or the file was rebuilt or published since
-        if kept is not None:
-            kept[1].close()
-        _READERS[path] = kept = (now, open_reader(path))
-    return explain_on_first_view(kept[1], neuron)
+    return explain_on_first_view(_reader(path), neuron)

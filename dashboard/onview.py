@@ -26,8 +26,7 @@ from dashboard.i18n import score as localized_score
 from dashboard.state import PageContext, live_work
 
 if TYPE_CHECKING:
-    from core.explain import ExplanationResult
-    from core.store import CacheReader, DashboardCache
+    from core.store import DashboardCache
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def on_view(ctx: PageContext, neuron: NeuronId) -> Suggestion | None:
     if kept is not None:
         return kept
     try:
-        return explain_on_view(ctx.reader, ctx.notes, neuron, live_work, offline_workers())
+        return explain_on_view(ctx.reader, ctx.notes, neuron, live_work, WORKERS.explain)
     except LiveError as error:
         widgets.live_failed(_("No explanation could be made for this neuron."), error)
         return None
@@ -222,7 +221,7 @@ class Background:
                     continue
             started, made = time.monotonic(), None
             try:
-                made = explain_on_view(cache.reader, cache.notes, neuron, make=offline_workers(listed=True))
+                made = explain_on_view(cache.reader, cache.notes, neuron, make=LIST_WORKERS.explain)
             except Exception:  # a thread of the server: the log says why, the row says none was made
                 log.warning("no on-view explanation of %s", neuron, exc_info=True)
             finally:
@@ -240,14 +239,8 @@ WORKERS = OfflineWorkers()
 LIST_WORKERS = OfflineWorkers(processes=1, nice=10)
 """The background thread's worker process: at a lower priority, as nobody waits for a listed neuron's explanation,
 so it takes only what the pages (and everything else on the machine) leave idle."""
-for workers in (WORKERS, LIST_WORKERS):
-    atexit.register(workers.close)  # before BACKGROUND.stop in this file: atexit runs them after, once none waits
-
-
-def offline_workers(listed: bool = False) -> Callable[[CacheReader, NeuronId], ExplanationResult]:
-    """How a page (or, `listed`, the background thread) makes an on-view explanation: in worker processes, as the
-    page runs of every session share this interpreter (AppTest's runs too)."""
-    return (LIST_WORKERS if listed else WORKERS).explain
+atexit.register(WORKERS.close)  # before BACKGROUND.stop in this file: atexit runs these after it, once none waits
+atexit.register(LIST_WORKERS.close)
 
 
 BACKGROUND = Background()
