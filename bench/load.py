@@ -611,6 +611,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for value in args.patterns:
         if value not in ("same", "different"):
             parser.error(f"--patterns: {value!r} is neither 'same' nor 'different'")
+    return checked_modes_and_cache(parser, args)
+
+
+def checked_modes_and_cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """`args` once its --modes and --cache are usable (else the parser's error and exit)."""
     for value in args.modes:
         if value not in ("new", "kept"):
             parser.error(f"--modes: {value!r} is neither 'new' nor 'kept'")
