@@ -108,7 +108,6 @@ def capture(args: argparse.Namespace, folder: Path, neuron: tuple[int, int]) -> 
     return found
 
 
-
 @contextmanager
 def three_servers(args: argparse.Namespace, folder: Path, messages: Path) -> Iterator[dict[str, load.Server]]:
     """The dashboard, the replay of its pages and the trivial app, each on a free port."""
@@ -127,17 +126,6 @@ def targets(servers: dict[str, load.Server], page: str, index: int) -> dict[str,
     return {"dashboard": load.Target(servers["dashboard"], page),
             "replay": load.Target(servers["replay"], page, expect=None),
             "trivial": load.Target(servers["trivial"], load.FLOOR_PAGES[index % len(load.FLOOR_PAGES)])}
-
-
-def warm_replay(server: load.Server, args: argparse.Namespace) -> None:
-    """Each replayed page once, uncounted (the first run reads the messages file)."""
-    async def once() -> None:
-        for page in args.pages:
-            error = await load._open_once(load.Target(server, page, expect=None), (0, 0), args.timeout)
-            if error:
-                raise RuntimeError(f"the replay of {page} failed: {error}")
-
-    load.run_loop(once())
 
 
 def row(measured: Measured) -> str:
@@ -229,9 +217,8 @@ def classes(args: argparse.Namespace, servers: dict[str, load.Server], neurons: 
         print("\n| N | mode | page | CPU ms/run: dashboard / replay / trivial | replay x trivial | dashboard x replay "
               "| dashboard x trivial | p50 s | p95 s | p95 replay x trivial | p95 dashboard x trivial | errors |")
         print("|" + "---|" * 12, flush=True)
-    load.warm_up(servers["dashboard"], servers["trivial"], load.parse_args(
-        ["--cache", str(args.cache), "--pages", ",".join(args.pages)]), neurons)
-    warm_replay(servers["replay"], args)
+    load.warm([target for index, page in enumerate(args.pages) for target in targets(servers, page, index).values()],
+              neurons, args.timeout)
     found = []
     for sessions in args.sessions:
         for mode in args.modes:

@@ -643,16 +643,21 @@ def run_loop(coroutine: Coroutine[object, object, T]) -> T:
 
 
 def warm_up(app: Server, floor: Server, args: argparse.Namespace, neurons: Neurons) -> None:
-    """Open every page once on both servers, uncounted: the first run of a page in a server pays one-time costs
-    (imports, resources cached for all sessions) that no measurement should carry."""
+    """Open every page once on both servers, uncounted (`warm`)."""
+    warm([target for index, page in enumerate(args.pages)
+          for target in (Target(app, page, args.query, args.expect),
+                         Target(floor, FLOOR_PAGES[index % len(FLOOR_PAGES)], args.query, args.expect))],
+         neurons, args.timeout)
+
+
+def warm(targets: Sequence[Target], neurons: Neurons, timeout_s: float) -> None:
+    """Open each target once on a neuron of its own, uncounted: the first run of a page in a server pays one-time
+    costs (imports, resources cached for all sessions) that no measurement should carry."""
     async def once() -> None:
-        for index, page in enumerate(args.pages):
-            for target in (Target(app, page, args.query, args.expect),
-                           Target(floor, FLOOR_PAGES[index % len(FLOOR_PAGES)], args.query, args.expect)):
-                neuron = neurons.take(1)[0]
-                error = await _open_once(target, neuron, args.timeout)
-                if error:
-                    raise RuntimeError(f"warm-up of {target.page or 'the default page'} failed: {error}")
+        for target in targets:
+            error = await _open_once(target, neurons.take(1)[0], timeout_s)
+            if error:
+                raise RuntimeError(f"warm-up of {target.page or 'the default page'} failed: {error}")
 
     run_loop(once())
 
